@@ -985,6 +985,11 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                // sediment patch: every element occupies at least one byte, so a count larger
+                // than the bytes left is malformed; reject it before allocating (upstream #152).
+                if n as usize > buf.remaining() {
+                    bail!("Array length {n} exceeds remaining {} bytes", buf.remaining());
+                }
                 let mut result = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1093,6 +1098,10 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                // sediment patch: see Array::decode above (upstream #152).
+                if (n - 1) as usize > buf.remaining() {
+                    bail!("Compact array length {} exceeds remaining {} bytes", n - 1, buf.remaining());
+                }
                 let mut result = Vec::with_capacity((n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
