@@ -1,1 +1,30 @@
-//! placeholder
+//! Sediment's Kafka protocol server.
+//!
+//! - `protocol`: framing and `kafka-protocol` codecs (bytes in, typed messages out);
+//! - `handlers`: one module per API group, translating messages into [`Broker`] calls;
+//! - `broker`: topics, partitions and their logs; `store`: the durable topic registry;
+//! - `validate`: checks on produced record batches; `topic_config`: Kafka topic config names;
+//! - `errors`: domain errors and the one mapping to Kafka error codes;
+//! - `server` (Kafka listener) and `admin` (HTTP: metrics, health).
+
+mod admin;
+mod broker;
+mod config;
+mod errors;
+mod handlers;
+mod metrics;
+pub mod protocol;
+mod server;
+mod store;
+mod topic_config;
+mod validate;
+
+pub use admin::{AdminState, Health, router as admin_router, serve_admin};
+pub use broker::{Broker, NewTopic, Partition, Topic};
+pub use config::BrokerConfig;
+pub use errors::BrokerError;
+pub use metrics::Metrics;
+pub use server::serve_kafka;
+pub use store::{FileMetadataStore, MetadataStore, TopicRecord};
+pub use topic_config::{CONFIG_DEFS, TopicDefaults};
+pub use validate::{BatchLimits, validate_batch};

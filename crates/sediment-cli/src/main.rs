@@ -1,1 +1,68 @@
-fn main() {}
+//! The `sediment` binary.
+
+mod serve;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sediment: a Kafka-compatible streaming service with tiered storage.
+#[derive(Debug, Parser)]
+#[command(name = "sediment", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker. With no flags: data in ./sediment-data, Kafka on :9092, admin HTTP on :9644.
+    Serve(ServeArgs),
+}
+
+/// Flags of `sediment serve`. Each overrides the config file and the environment.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML config file (see docs/operations.md).
+    #[arg(long, env = "SEDIMENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory for partition logs and metadata.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// This broker's id.
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// Address for Kafka clients, e.g. 0.0.0.0:9092 (port 0 picks a free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka_listen: Option<String>,
+    /// Address given to clients in Metadata, when it differs from the listen address (a pod
+    /// behind a Service, a NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Address for the admin HTTP server (metrics, health).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
+    /// Load and validate the configuration, print the effective settings, and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Once listening, write the bound addresses as JSON to this file (for supervisors and
+    /// tests that use port 0).
+    #[arg(long, value_name = "FILE")]
+    listeners_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sediment: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -47,7 +47,7 @@ impl OffsetIndex {
 
     /// Decodes and checks monotonicity and that positions fall inside `log_size`.
     pub(crate) fn from_bytes(bytes: &[u8], log_size: u64) -> Result<Self, String> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(format!(
                 "offset index size {} is not a multiple of 8",
                 bytes.len()
@@ -62,10 +62,10 @@ impl OffsetIndex {
                     "offset index position {p} beyond log size {log_size}"
                 ));
             }
-            if let Some((lo, lp)) = index.last() {
-                if o <= lo || p <= lp {
-                    return Err(format!("offset index not increasing at offset {o}"));
-                }
+            if let Some((lo, lp)) = index.last()
+                && (o <= lo || p <= lp)
+            {
+                return Err(format!("offset index not increasing at offset {o}"));
             }
             index.entries.push((o, p));
         }
@@ -111,7 +111,7 @@ impl TimeIndex {
 
     /// Decodes and checks ordering and that offsets fall below `max_relative_offset`.
     pub(crate) fn from_bytes(bytes: &[u8], max_relative_offset: u32) -> Result<Self, String> {
-        if bytes.len() % 12 != 0 {
+        if !bytes.len().is_multiple_of(12) {
             return Err(format!(
                 "time index size {} is not a multiple of 12",
                 bytes.len()
@@ -126,10 +126,10 @@ impl TimeIndex {
             if o > max_relative_offset {
                 return Err(format!("time index offset {o} beyond segment end"));
             }
-            if let Some((lt, lo)) = index.last() {
-                if t < lt || o <= lo {
-                    return Err(format!("time index not ordered at offset {o}"));
-                }
+            if let Some((lt, lo)) = index.last()
+                && (t < lt || o <= lo)
+            {
+                return Err(format!("time index not ordered at offset {o}"));
             }
             index.entries.push((t, o));
         }

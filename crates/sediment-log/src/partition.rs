@@ -278,7 +278,7 @@ impl PartitionLog {
     pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>> {
         for seg in &self.segments {
             if let Some(slice) = seg.find_by_timestamp(timestamp)? {
-                return slice.read(usize::MAX).map(Some);
+                return slice.read(usize::MAX, true).map(Some);
             }
         }
         Ok(None)
@@ -302,7 +302,7 @@ impl PartitionLog {
             return Ok(None);
         };
         match seg.batch_at(seg.offset_of_max_timestamp)? {
-            Some(slice) => slice.read(usize::MAX).map(Some),
+            Some(slice) => slice.read(usize::MAX, true).map(Some),
             None => Ok(None),
         }
     }
@@ -421,7 +421,7 @@ mod tests {
     fn read_all(log: &PartitionLog, mut from: i64) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         while let Some(slice) = log.read(from).unwrap() {
-            let bytes = slice.read(300).unwrap();
+            let bytes = slice.read(300, true).unwrap();
             assert!(!bytes.is_empty());
             let mut at = 0;
             while at < bytes.len() {
@@ -621,7 +621,7 @@ mod tests {
         let mut log = open(dir.path(), &clock);
         let info = log.append(&make_batch(2, 1, 10), 0, true).unwrap();
         assert_eq!(info.log_append_time, Some(T0 + 5));
-        let bytes = log.read(0).unwrap().unwrap().read(1000).unwrap();
+        let bytes = log.read(0).unwrap().unwrap().read(1000, true).unwrap();
         let h = BatchHeader::parse(&bytes).unwrap();
         assert_eq!(h.max_timestamp(), T0 + 5);
         h.verify_crc().unwrap();

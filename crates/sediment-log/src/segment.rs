@@ -152,10 +152,10 @@ impl ReadSlice {
         self.end.saturating_sub(self.start)
     }
 
-    /// Reads whole batches, at most `max_bytes` of them, except that the first batch is returned
-    /// whole even when larger (so a consumer can always make progress, as in KIP-74).
-    pub fn read(&self, max_bytes: usize) -> Result<Bytes> {
-        if self.is_empty() || max_bytes == 0 {
+    /// Reads whole batches, at most `max_bytes` of them. With `at_least_one`, the first batch is
+    /// returned whole even when larger, so a consumer can always make progress (KIP-74).
+    pub fn read(&self, max_bytes: usize, at_least_one: bool) -> Result<Bytes> {
+        if self.is_empty() || (max_bytes == 0 && !at_least_one) {
             return Ok(Bytes::new());
         }
         let available = self.len() as usize;
@@ -169,7 +169,7 @@ impl ReadSlice {
                 i32::from_be_bytes([buf[keep + 8], buf[keep + 9], buf[keep + 10], buf[keep + 11]]);
             let size = LOG_OVERHEAD + length.max(0) as usize;
             if keep + size > buf.len() {
-                if keep == 0 {
+                if keep == 0 && at_least_one {
                     // The first batch is larger than max_bytes: return it whole.
                     let size = size.min(available);
                     let mut whole = BytesMut::zeroed(size);

@@ -896,7 +896,7 @@ impl Record {
         let num_headers = num_headers as usize;
 
         // sediment patch: bound the pre-allocation by the bytes left (upstream #161).
-        let mut headers = IndexMap::with_capacity(num_headers.min(buf.remaining()));
+        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

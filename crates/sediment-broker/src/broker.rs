@@ -1,0 +1,947 @@
+//! The broker's state: topics, their partitions' logs, and the operations handlers call.
+//!
+//! Locking: each partition's log sits behind its own mutex, held only for in-memory bookkeeping
+//! and the `pwrite` of an append; reads take an immutable [`ReadSlice`] under the lock and read
+//! it after releasing it, and fsyncs run outside the lock on a blocking thread. Topic creation,
+//! deletion and config changes are serialised by one admin mutex and persisted through the
+//! [`MetadataStore`] before they take effect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use sediment_log::{
+    AppendInfo, Clock, DELETE_SUFFIX, FlushHandle, PartitionLog, ReadSlice,
+    parse_partition_dir_name, partition_dir_name,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::errors::BrokerError;
+use crate::metrics::Metrics;
+use crate::store::{
+    FileMetadataStore, MetadataStore, NodeIdentity, TopicRecord, load_or_create_identity,
+};
+use crate::topic_config::{EffectiveConfig, validate_entry};
+use crate::validate::{BatchLimits, validate_batch};
+
+/// Leader epoch of every partition until leadership can move (the metadata issue).
+const LEADER_EPOCH: i32 = 0;
+
+#[derive(Debug)]
+struct PartitionState {
+    log: PartitionLog,
+    deleted: bool,
+}
+
+/// One partition of a topic.
+#[derive(Debug)]
+pub struct Partition {
+    topic: Arc<str>,
+    index: i32,
+    leader_epoch: i32,
+    state: Mutex<PartitionState>,
+    appended: Notify,
+}
+
+/// What a fetch sees of a partition at one instant.
+#[derive(Debug)]
+pub struct PartitionRead {
+    /// Batches from the requested offset, if any.
+    pub slice: Option<ReadSlice>,
+    /// High watermark (the log end offset: one replica).
+    pub high_watermark: i64,
+    /// First offset held.
+    pub log_start_offset: i64,
+}
+
+/// Figures for the per-partition metrics.
+#[derive(Debug, Clone)]
+pub struct PartitionStats {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index as a label value.
+    pub partition_label: String,
+    /// Log end offset.
+    pub log_end_offset: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+    /// Segment count.
+    pub segments: usize,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+}
+
+impl Partition {
+    /// Partition index.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// Topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Current leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// Checks a client's `current_leader_epoch` (-1: not given) against ours: a newer one means
+    /// our metadata is behind (UNKNOWN_LEADER_EPOCH), an older one that the client's is
+    /// (FENCED_LEADER_EPOCH).
+    pub fn check_leader_epoch(&self, current_leader_epoch: i32) -> Result<(), BrokerError> {
+        if current_leader_epoch > self.leader_epoch {
+            return Err(BrokerError::UnknownLeaderEpoch(current_leader_epoch));
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < self.leader_epoch {
+            return Err(BrokerError::FencedLeaderEpoch(current_leader_epoch));
+        }
+        Ok(())
+    }
+
+    fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut PartitionLog) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        let mut state = self.state.lock();
+        if state.deleted {
+            return Err(BrokerError::UnknownTopicOrPartition(format!(
+                "{}-{}",
+                self.topic, self.index
+            )));
+        }
+        f(&mut state.log)
+    }
+
+    /// (log start offset, high watermark).
+    pub fn offsets(&self) -> Result<(i64, i64), BrokerError> {
+        self.with_log(|log| Ok((log.log_start_offset(), log.log_end_offset())))
+    }
+
+    /// The batches from `offset` (the one containing it first); out-of-range offsets are errors.
+    pub fn read(&self, offset: i64) -> Result<PartitionRead, BrokerError> {
+        self.with_log(|log| {
+            Ok(PartitionRead {
+                slice: log.read(offset)?,
+                high_watermark: log.log_end_offset(),
+                log_start_offset: log.log_start_offset(),
+            })
+        })
+    }
+
+    /// A future that completes after the next append; create it before checking for data.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// The first batch whose max timestamp is at least `timestamp`.
+    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, BrokerError> {
+        self.with_log(|log| Ok(log.batch_for_timestamp(timestamp)?))
+    }
+
+    /// The batch with the largest timestamp.
+    pub fn batch_with_max_timestamp(&self) -> Result<Option<Bytes>, BrokerError> {
+        self.with_log(|log| Ok(log.batch_with_max_timestamp()?))
+    }
+
+    fn append(
+        &self,
+        batch: &[u8],
+        log_append_time: bool,
+    ) -> Result<(AppendInfo, Option<FlushHandle>), BrokerError> {
+        let result = self.with_log(|log| {
+            let info = log.append(batch, self.leader_epoch, log_append_time)?;
+            Ok((info, info.flush_due.then(|| log.flush_handle())))
+        });
+        if result.is_ok() {
+            self.appended.notify_waiters();
+        }
+        result
+    }
+
+    fn mark_flushed(&self, handle: &FlushHandle) {
+        self.state.lock().log.mark_flushed(handle);
+    }
+
+    fn stats(&self) -> Option<PartitionStats> {
+        let state = self.state.lock();
+        if state.deleted {
+            return None;
+        }
+        let s = state.log.stats();
+        Some(PartitionStats {
+            topic: self.topic.to_string(),
+            partition_label: self.index.to_string(),
+            log_end_offset: state.log.log_end_offset(),
+            log_start_offset: state.log.log_start_offset(),
+            segments: s.segments,
+            size_bytes: s.size_bytes,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct TopicConfigs {
+    overrides: BTreeMap<String, String>,
+    effective: EffectiveConfig,
+}
+
+/// A topic and its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    name: String,
+    id: Uuid,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+    configs: RwLock<TopicConfigs>,
+}
+
+impl Topic {
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Topic id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Partition by index.
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.read().get(i).cloned())
+    }
+
+    /// All partitions.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().clone()
+    }
+
+    /// Partition count.
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().len() as i32
+    }
+
+    /// Config overrides.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.configs.read().overrides.clone()
+    }
+
+    /// Effective settings.
+    pub fn effective(&self) -> EffectiveConfig {
+        self.configs.read().effective.clone()
+    }
+
+    fn record(&self) -> TopicRecord {
+        TopicRecord {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: self.partition_count(),
+            configs: self.overrides(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TopicMaps {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
+/// Parameters of a new topic.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partitions (-1: `num.partitions`).
+    pub partitions: i32,
+    /// Replication factor (-1: default, which is 1).
+    pub replication_factor: i16,
+    /// Manual assignment: for each partition, its replica broker ids.
+    pub assignments: Option<Vec<Vec<i32>>>,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A Kafka-compatible broker on local partition logs.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    identity: NodeIdentity,
+    clock: Arc<dyn Clock>,
+    store: Box<dyn MetadataStore>,
+    topics: RwLock<TopicMaps>,
+    admin: Mutex<()>,
+    metrics: Arc<Metrics>,
+    _dir_lock: File,
+}
+
+/// Kafka's topic name rules.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let err = |why: &str| Err(BrokerError::InvalidTopic(format!("'{name}' {why}")));
+    if name.is_empty() {
+        return err("is empty");
+    }
+    if name == "." || name == ".." {
+        return err("is not allowed");
+    }
+    if name.len() > 249 {
+        return err("is longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return err("contains characters other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Opens the data directory: takes its lock, loads the identity and topic registry, removes
+    /// leftovers of deleted topics and opens (recovering) every partition log.
+    pub fn open(
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let dir = &config.data_dir;
+        let storage =
+            |e: std::io::Error| BrokerError::Storage(format!("{e} path={}", dir.display()));
+        fs::create_dir_all(dir).map_err(storage)?;
+        let lock = File::create(dir.join(".lock")).map_err(storage)?;
+        lock.try_lock().map_err(|_| {
+            BrokerError::Storage(format!(
+                "data directory {} is in use by another sediment process",
+                dir.display()
+            ))
+        })?;
+        config
+            .topic_defaults
+            .validate()
+            .map_err(BrokerError::InvalidConfig)?;
+        let identity = load_or_create_identity(dir, config.node_id, config.cluster_id.as_deref())?;
+        remove_deleted_dirs(dir);
+        let store: Box<dyn MetadataStore> = Box::new(FileMetadataStore::new(dir));
+        let records = store.load_topics()?;
+        let broker = Self {
+            config,
+            identity,
+            clock,
+            store,
+            topics: RwLock::new(TopicMaps::default()),
+            admin: Mutex::new(()),
+            metrics,
+            _dir_lock: lock,
+        };
+        let started = Instant::now();
+        let mut maps = TopicMaps::default();
+        for record in records {
+            let topic = broker.open_topic(&record)?;
+            maps.by_id.insert(topic.id, Arc::clone(&topic));
+            maps.by_name.insert(topic.name.clone(), topic);
+        }
+        broker.warn_orphans(&maps);
+        tracing::info!(
+            topics = maps.by_name.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            data_dir = %broker.config.data_dir.display(),
+            "opened partition logs"
+        );
+        *broker.topics.write() = maps;
+        let broker = Arc::new(broker);
+        broker.metrics.attach_broker(&broker);
+        Ok(broker)
+    }
+
+    fn open_topic(&self, record: &TopicRecord) -> Result<Arc<Topic>, BrokerError> {
+        let effective = self.config.topic_defaults.effective(&record.configs)?;
+        let name: Arc<str> = Arc::from(record.name.as_str());
+        let mut partitions = Vec::with_capacity(record.partitions as usize);
+        for index in 0..record.partitions {
+            partitions.push(self.open_partition(&name, index, &effective)?);
+        }
+        Ok(Arc::new(Topic {
+            name: record.name.clone(),
+            id: record.id,
+            partitions: RwLock::new(partitions),
+            configs: RwLock::new(TopicConfigs {
+                overrides: record.configs.clone(),
+                effective,
+            }),
+        }))
+    }
+
+    fn open_partition(
+        &self,
+        topic: &Arc<str>,
+        index: i32,
+        effective: &EffectiveConfig,
+    ) -> Result<Arc<Partition>, BrokerError> {
+        let dir = self.config.data_dir.join(partition_dir_name(topic, index));
+        let log = PartitionLog::open(dir, effective.log.clone(), Arc::clone(&self.clock))?;
+        Ok(Arc::new(Partition {
+            topic: Arc::clone(topic),
+            index,
+            leader_epoch: LEADER_EPOCH,
+            state: Mutex::new(PartitionState {
+                log,
+                deleted: false,
+            }),
+            appended: Notify::new(),
+        }))
+    }
+
+    fn warn_orphans(&self, maps: &TopicMaps) {
+        let Ok(entries) = fs::read_dir(&self.config.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some((topic, partition)) = parse_partition_dir_name(&name) {
+                let known = maps
+                    .by_name
+                    .get(&topic)
+                    .is_some_and(|t| partition < t.partition_count());
+                if !known && entry.path().is_dir() {
+                    tracing::warn!(dir = %entry.path().display(), "partition directory of no known topic; left untouched");
+                }
+            }
+        }
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.identity.cluster_id
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Milliseconds since the epoch by the broker's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Topic by name.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().by_name.get(name).cloned()
+    }
+
+    /// Topic by id.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().by_id.get(&id).cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.topics.read().by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The topic, created with defaults if it does not exist and auto-creation is enabled.
+    pub fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !self.config.auto_create_topics {
+            return Err(BrokerError::UnknownTopicOrPartition(name.to_string()));
+        }
+        let created = self.create_topic(
+            NewTopic {
+                name: name.to_string(),
+                partitions: -1,
+                replication_factor: -1,
+                assignments: None,
+                configs: BTreeMap::new(),
+            },
+            false,
+        );
+        match created {
+            Ok(t) => {
+                tracing::info!(
+                    topic = name,
+                    partitions = t.partition_count(),
+                    "auto-created topic"
+                );
+                Ok(t)
+            }
+            // Another request created it meanwhile.
+            Err(BrokerError::TopicAlreadyExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_replicas(&self, new: &NewTopic) -> Result<i32, BrokerError> {
+        if let Some(assignments) = &new.assignments {
+            if assignments.is_empty() {
+                return Err(BrokerError::InvalidReplicaAssignment(
+                    "empty assignment".into(),
+                ));
+            }
+            for (p, replicas) in assignments.iter().enumerate() {
+                if replicas.as_slice() != [self.config.node_id] {
+                    return Err(BrokerError::InvalidReplicaAssignment(format!(
+                        "partition {p} is assigned to brokers {replicas:?}; the only broker is {}",
+                        self.config.node_id
+                    )));
+                }
+            }
+            return Ok(assignments.len() as i32);
+        }
+        match new.replication_factor {
+            -1 | 1 => {}
+            rf => {
+                return Err(BrokerError::InvalidReplicationFactor(format!(
+                    "replication factor {rf} is larger than the 1 available broker"
+                )));
+            }
+        }
+        match new.partitions {
+            -1 => Ok(self.config.num_partitions),
+            n if n >= 1 => Ok(n),
+            n => Err(BrokerError::InvalidPartitions(format!(
+                "number of partitions {n} must be at least 1"
+            ))),
+        }
+    }
+
+    /// Creates a topic (or, with `validate_only`, only checks that it could be created).
+    pub fn create_topic(
+        &self,
+        new: NewTopic,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(&new.name)?;
+        let partitions = self.check_replicas(&new)?;
+        for (k, v) in &new.configs {
+            validate_entry(k, v)?;
+        }
+        let effective = self.config.topic_defaults.effective(&new.configs)?;
+        let _admin = self.admin.lock();
+        if self.topic(&new.name).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(new.name));
+        }
+        let record = TopicRecord {
+            name: new.name.clone(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs: new.configs.clone(),
+        };
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: record.name,
+                id: record.id,
+                partitions: RwLock::new(Vec::new()),
+                configs: RwLock::new(TopicConfigs {
+                    overrides: record.configs,
+                    effective,
+                }),
+            }));
+        }
+        let topic = self.open_topic(&record)?;
+        let mut records: Vec<TopicRecord> = self.topics().iter().map(|t| t.record()).collect();
+        records.push(record);
+        self.store.save_topics(&records)?;
+        let mut maps = self.topics.write();
+        maps.by_id.insert(topic.id, Arc::clone(&topic));
+        maps.by_name.insert(topic.name.clone(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
+        let _admin = self.admin.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .filter(|t| t.name != name)
+            .map(|t| t.record())
+            .collect();
+        self.store.save_topics(&records)?;
+        {
+            let mut maps = self.topics.write();
+            maps.by_name.remove(name);
+            maps.by_id.remove(&topic.id);
+        }
+        for partition in topic.partitions() {
+            let mut state = partition.state.lock();
+            state.deleted = true;
+            let dir = state.log.dir().to_path_buf();
+            let doomed = dir.with_file_name(format!(
+                "{}.{}{DELETE_SUFFIX}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                Uuid::new_v4().simple()
+            ));
+            match fs::rename(&dir, &doomed) {
+                Ok(()) => {
+                    std::thread::spawn(move || {
+                        if let Err(e) = fs::remove_dir_all(&doomed) {
+                            tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition")
+                }
+            }
+            drop(state);
+            partition.appended.notify_waiters();
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Raises a topic's partition count to `count`.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let _admin = self.admin.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let current = topic.partition_count();
+        if count <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the new count {count} must be larger"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let effective = topic.effective();
+        let mut added = Vec::new();
+        for index in current..count {
+            added.push(self.open_partition(&Arc::from(name), index, &effective)?);
+        }
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                let mut r = t.record();
+                if r.name == name {
+                    r.partitions = count;
+                }
+                r
+            })
+            .collect();
+        self.store.save_topics(&records)?;
+        topic.partitions.write().extend(added);
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with `overrides` and applies them to its partitions.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        for (k, v) in &overrides {
+            validate_entry(k, v)?;
+        }
+        let effective = self.config.topic_defaults.effective(&overrides)?;
+        let _admin = self.admin.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                let mut r = t.record();
+                if r.name == name {
+                    r.configs = overrides.clone();
+                }
+                r
+            })
+            .collect();
+        self.store.save_topics(&records)?;
+        *topic.configs.write() = TopicConfigs {
+            overrides,
+            effective: effective.clone(),
+        };
+        for p in topic.partitions() {
+            p.with_log(|log| Ok(log.set_config(effective.log.clone())?))?;
+        }
+        Ok(())
+    }
+
+    /// Validates and appends one produced batch; with `flush.messages` due, fsyncs before
+    /// returning. `acks` is the request's, already checked to be 0, 1 or -1.
+    pub async fn produce(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        records: &Bytes,
+        acks: i16,
+    ) -> Result<AppendInfo, BrokerError> {
+        let effective = topic.effective();
+        if acks == -1 && effective.min_insync_replicas > 1 {
+            return Err(BrokerError::NotEnoughReplicas(format!(
+                "min.insync.replicas={} but the partition has 1 replica",
+                effective.min_insync_replicas
+            )));
+        }
+        let limits = BatchLimits {
+            max_message_bytes: effective.max_message_bytes,
+            max_decompressed_bytes: self.config.max_decompressed_batch_bytes,
+        };
+        let summary = validate_batch(records, &limits)?;
+        let (info, flush) = partition.append(records, effective.log_append_time)?;
+        self.metrics.records_in.inc_by(summary.records as u64);
+        if let Some(handle) = flush {
+            let started = Instant::now();
+            let handle = tokio::task::spawn_blocking(move || handle.sync().map(|()| handle))
+                .await
+                .map_err(|e| BrokerError::Storage(format!("flush task failed: {e}")))??;
+            self.metrics
+                .flush_duration
+                .observe(started.elapsed().as_secs_f64());
+            partition.mark_flushed(&handle);
+        }
+        Ok(info)
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics().iter().flat_map(|t| t.partitions()).collect()
+    }
+
+    /// Figures for the per-partition metrics.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        self.all_partitions()
+            .iter()
+            .filter_map(|p| p.stats())
+            .collect()
+    }
+
+    /// fsyncs every partition whose `flush.ms` has passed.
+    pub async fn flush_due_partitions(&self) {
+        for p in self.all_partitions() {
+            let handle = {
+                let state = p.state.lock();
+                if state.deleted || !state.log.flush_due_by_time() {
+                    continue;
+                }
+                state.log.flush_handle()
+            };
+            let started = Instant::now();
+            match tokio::task::spawn_blocking(move || handle.sync().map(|()| handle)).await {
+                Ok(Ok(handle)) => {
+                    self.metrics
+                        .flush_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    p.mark_flushed(&handle);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(topic = p.topic(), partition = p.index, error = %e, "flush failed")
+                }
+                Err(e) => tracing::error!(error = %e, "flush task failed"),
+            }
+        }
+    }
+
+    /// Applies retention to every partition.
+    pub fn apply_retention(&self) {
+        for p in self.all_partitions() {
+            match p.with_log(|log| Ok(log.apply_retention()?)) {
+                Ok(0) | Err(BrokerError::UnknownTopicOrPartition(_)) => {}
+                Ok(n) => tracing::debug!(
+                    topic = p.topic(),
+                    partition = p.index,
+                    segments = n,
+                    "retention deleted segments"
+                ),
+                Err(e) => {
+                    tracing::error!(topic = p.topic(), partition = p.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// Runs the flusher and the retention checker until `shutdown`.
+    pub async fn run_background(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut flush = tokio::time::interval(self.config.flush_check_interval);
+        let mut retention = tokio::time::interval(self.config.retention_check_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = flush.tick() => self.flush_due_partitions().await,
+                _ = retention.tick() => {
+                    let me = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || me.apply_retention()).await;
+                }
+            }
+        }
+    }
+
+    /// fsyncs every partition (shutdown).
+    pub fn flush_all(&self) -> Result<(), BrokerError> {
+        for p in self.all_partitions() {
+            match p.with_log(|log| Ok(log.flush()?)) {
+                Ok(()) | Err(BrokerError::UnknownTopicOrPartition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_deleted_dirs(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX)
+            && entry.path().is_dir()
+            && let Err(e) = fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove deleted partition");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::encode;
+    use kafka_protocol::records::Compression;
+    use sediment_log::ManualClock;
+
+    fn open(dir: &Path) -> Arc<Broker> {
+        Broker::open(
+            BrokerConfig::new(dir),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+    }
+
+    fn new_topic(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            assignments: None,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn topics_survive_restart_and_deletion_removes_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let t = broker.create_topic(new_topic("orders", 2), false).unwrap();
+        let p = t.partition(1).unwrap();
+        let info = broker
+            .produce(&t, &p, &encode(&[b"a", b"b"], Compression::None), 1)
+            .await
+            .unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 1));
+        let id = t.id();
+        drop((t, p));
+        drop(broker);
+        let broker = open(dir.path());
+        let t = broker.topic("orders").unwrap();
+        assert_eq!(t.id(), id);
+        assert_eq!(t.partition(1).unwrap().offsets().unwrap(), (0, 2));
+        broker.delete_topic("orders").unwrap();
+        assert!(broker.topic("orders").is_none());
+        assert!(
+            t.partition(1).unwrap().offsets().is_err(),
+            "a deleted partition refuses use"
+        );
+        drop(broker);
+        let broker = open(dir.path());
+        assert!(broker.topic("orders").is_none());
+        assert!(!dir.path().join("orders-1").exists());
+    }
+
+    #[test]
+    fn a_second_broker_cannot_share_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path());
+        let err = Broker::open(
+            BrokerConfig::new(dir.path()),
+            Arc::new(ManualClock::new(0)),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn create_topic_checks_names_replication_and_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        assert_eq!(
+            broker
+                .create_topic(new_topic("bad name", 1), false)
+                .unwrap_err()
+                .code(),
+            17
+        );
+        let mut rf = new_topic("rf", 1);
+        rf.replication_factor = 3;
+        assert_eq!(broker.create_topic(rf, false).unwrap_err().code(), 38);
+        let mut cfg = new_topic("cfg", 1);
+        cfg.configs.insert("retention.ms".into(), "abc".into());
+        assert_eq!(broker.create_topic(cfg, false).unwrap_err().code(), 40);
+        broker.create_topic(new_topic("ok", 1), true).unwrap();
+        assert!(
+            broker.topic("ok").is_none(),
+            "validate_only creates nothing"
+        );
+        broker.create_topic(new_topic("ok", 1), false).unwrap();
+        assert_eq!(
+            broker
+                .create_topic(new_topic("ok", 1), false)
+                .unwrap_err()
+                .code(),
+            36
+        );
+        broker.create_partitions("ok", 4, false).unwrap();
+        assert_eq!(broker.topic("ok").unwrap().partition_count(), 4);
+        assert_eq!(
+            broker.create_partitions("ok", 2, false).unwrap_err().code(),
+            37
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), or the first
+//! offset whose record timestamp is at least a given time. Timestamp lookups find the batch
+//! through the time index, then decode it with `kafka-protocol` to find the exact record.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse,
+    list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
+};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
+
+use super::Ctx;
+use crate::broker::Partition;
+use crate::errors::BrokerError;
+use crate::validate::decompress_capped;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub(super) fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let broker = ctx.broker;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topic(&t.name);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    let result = topic
+                        .as_ref()
+                        .and_then(|topic| topic.partition(p.partition_index))
+                        .ok_or_else(|| {
+                            BrokerError::UnknownTopicOrPartition(format!(
+                                "{}-{}",
+                                t.name.as_str(),
+                                p.partition_index
+                            ))
+                        })
+                        .and_then(|partition| {
+                            partition.check_leader_epoch(p.current_leader_epoch)?;
+                            lookup(ctx, &partition, p.timestamp)
+                                .map(|r| (r, partition.leader_epoch()))
+                        });
+                    match result {
+                        Ok(((offset, timestamp), epoch)) => {
+                            let resp = resp.with_offset(offset).with_timestamp(timestamp);
+                            if ctx.version >= 4 {
+                                resp.with_leader_epoch(epoch)
+                            } else {
+                                resp
+                            }
+                        }
+                        Err(e) => resp
+                            .with_error_code(ctx.error(&e).0)
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (offset, timestamp); (-1, -1) when no record matches.
+fn lookup(ctx: &Ctx<'_>, partition: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
+    let (start, end) = partition.offsets()?;
+    match timestamp {
+        LATEST => Ok((end, -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
+        MAX_TIMESTAMP if ctx.version >= 7 => match partition.batch_with_max_timestamp()? {
+            Some(batch) => {
+                let records = decode(ctx, &batch)?;
+                // The first record holding the batch's largest timestamp.
+                let best = records.iter().fold(None::<&Record>, |best, r| match best {
+                    Some(b) if b.timestamp >= r.timestamp => Some(b),
+                    _ => Some(r),
+                });
+                Ok(best.map_or((-1, -1), |r| (r.offset, r.timestamp)))
+            }
+            None => Ok((-1, -1)),
+        },
+        t if t >= 0 => match partition.batch_for_timestamp(t)? {
+            Some(batch) => {
+                let records = decode(ctx, &batch)?;
+                Ok(records
+                    .iter()
+                    .find(|r| r.timestamp >= t)
+                    .map_or((-1, -1), |r| (r.offset, r.timestamp)))
+            }
+            None => Ok((-1, -1)),
+        },
+        other => Err(BrokerError::InvalidRequest(format!(
+            "unsupported ListOffsets timestamp {other}"
+        ))),
+    }
+}
+
+/// Decodes a stored batch; under LogAppendTime every record carries the batch's max timestamp.
+fn decode(ctx: &Ctx<'_>, batch: &Bytes) -> Result<Vec<Record>, BrokerError> {
+    let cap = ctx.broker.config().max_decompressed_batch_bytes;
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode_with_custom_compression(
+        &mut buf,
+        Some(|data: &mut Bytes, codec| decompress_capped(data, codec, cap)),
+    )
+    .map_err(|e| BrokerError::Storage(format!("stored batch does not decode: {e:#}")))?;
+    let header = sediment_log::BatchHeader::parse(batch)?;
+    let mut records = set.records;
+    if header.timestamp_type() == sediment_log::TimestampType::LogAppendTime {
+        for r in &mut records {
+            r.timestamp = header.max_timestamp();
+        }
+    }
+    Ok(records)
+}

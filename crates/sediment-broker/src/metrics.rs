@@ -1,0 +1,272 @@
+//! Prometheus metrics, served on the admin port at `/metrics`. Names carry unit suffixes
+//! (`_seconds`, `_bytes`, `_total`). Per-partition gauges are computed at scrape time from the
+//! broker's state, so deleted topics disappear from the output instead of going stale.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use kafka_protocol::messages::ApiKey;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::broker::{Broker, PartitionStats};
+
+/// Labels of per-request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// API name, e.g. `Produce`.
+    pub api: &'static str,
+    /// API version.
+    pub version: i16,
+}
+
+/// Labels of per-API metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// API name.
+    pub api: &'static str,
+}
+
+/// Labels of error counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// API name.
+    pub api: &'static str,
+    /// Kafka error code.
+    pub error_code: i16,
+}
+
+/// All broker metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: parking_lot::Mutex<Registry>,
+    /// Requests handled, by API and version.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request handling time, by API.
+    pub request_duration: Family<ApiLabels, Histogram>,
+    /// Per-partition (or per-request) error codes returned, by API.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Frames that could not be parsed (the connection was closed).
+    pub malformed_requests: Counter,
+    /// Requests for APIs or versions we do not serve.
+    pub unsupported_requests: Counter,
+    /// Bytes read from Kafka clients.
+    pub bytes_in: Counter,
+    /// Bytes written to Kafka clients.
+    pub bytes_out: Counter,
+    /// Records appended.
+    pub records_in: Counter,
+    /// Open Kafka connections.
+    pub connections: Gauge,
+    /// Connections accepted since start.
+    pub connections_accepted: Counter,
+    /// fsync time of partition flushes.
+    pub flush_duration: Histogram,
+    partitions: Arc<PartitionCollector>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionCollector {
+    broker: OnceLock<Weak<Broker>>,
+}
+
+impl Collector for PartitionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let snapshot = broker.partition_stats();
+        type Gauge = (&'static str, &'static str, fn(&PartitionStats) -> i64);
+        let gauges: [Gauge; 4] = [
+            (
+                "sediment_log_end_offset",
+                "Next offset to be written, per partition",
+                |s| s.log_end_offset,
+            ),
+            (
+                "sediment_log_start_offset",
+                "First offset held locally, per partition",
+                |s| s.log_start_offset,
+            ),
+            (
+                "sediment_log_segments",
+                "Segments on local disk, per partition",
+                |s| s.segments as i64,
+            ),
+            (
+                "sediment_log_size_bytes",
+                "Bytes of segment files on local disk, per partition",
+                |s| s.size_bytes as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for s in &snapshot {
+                let labels = [
+                    ("topic", s.topic.as_str()),
+                    ("partition", s.partition_label.as_str()),
+                ];
+                ConstGauge::new(value(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let metrics = Self {
+            requests: requests.clone(),
+            request_duration: request_duration.clone(),
+            errors: errors.clone(),
+            malformed_requests: Counter::default(),
+            unsupported_requests: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            records_in: Counter::default(),
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            flush_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            partitions: Arc::new(PartitionCollector::default()),
+            registry: parking_lot::Mutex::new(Registry::default()),
+        };
+        registry.register(
+            "sediment_kafka_requests",
+            "Kafka requests handled",
+            requests,
+        );
+        registry.register(
+            "sediment_kafka_request_duration_seconds",
+            "Time to handle a Kafka request, long-poll waits included",
+            request_duration,
+        );
+        registry.register(
+            "sediment_kafka_errors",
+            "Error codes returned in Kafka responses, per partition or request",
+            errors,
+        );
+        registry.register(
+            "sediment_kafka_malformed_requests",
+            "Frames that could not be parsed; each closed its connection",
+            metrics.malformed_requests.clone(),
+        );
+        registry.register(
+            "sediment_kafka_unsupported_requests",
+            "Requests for an API or version this broker does not serve",
+            metrics.unsupported_requests.clone(),
+        );
+        registry.register(
+            "sediment_kafka_received_bytes",
+            "Bytes read from Kafka clients",
+            metrics.bytes_in.clone(),
+        );
+        registry.register(
+            "sediment_kafka_sent_bytes",
+            "Bytes written to Kafka clients",
+            metrics.bytes_out.clone(),
+        );
+        registry.register(
+            "sediment_produce_records",
+            "Records appended to partition logs",
+            metrics.records_in.clone(),
+        );
+        registry.register(
+            "sediment_kafka_connections",
+            "Open Kafka client connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "sediment_kafka_connections_accepted",
+            "Kafka client connections accepted",
+            metrics.connections_accepted.clone(),
+        );
+        registry.register(
+            "sediment_log_flush_duration_seconds",
+            "Time to fsync a partition's active segment",
+            metrics.flush_duration.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&metrics.partitions)));
+        *metrics.registry.lock() = registry;
+        metrics
+    }
+
+    /// Lets the per-partition gauges read `broker`'s state at scrape time.
+    pub fn attach_broker(&self, broker: &Arc<Broker>) {
+        let _ = self.partitions.broker.set(Arc::downgrade(broker));
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one handled request.
+    pub fn observe_request(&self, api: ApiKey, version: i16, seconds: f64) {
+        let api = api_name(api);
+        self.requests
+            .get_or_create(&RequestLabels { api, version })
+            .inc();
+        self.request_duration
+            .get_or_create(&ApiLabels { api })
+            .observe(seconds);
+    }
+
+    /// Counts a non-zero error code in a response.
+    pub fn observe_error(&self, api: ApiKey, error_code: i16) {
+        if error_code != 0 {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    api: api_name(api),
+                    error_code,
+                })
+                .inc();
+        }
+    }
+}
+
+/// Stable metric label for an API.
+pub fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}

@@ -1,0 +1,196 @@
+//! Durable cluster metadata of a single broker: its identity and the topic registry.
+//!
+//! Topics live behind [`MetadataStore`] so the Raft metadata service can take over without the
+//! handlers changing. Until then [`FileMetadataStore`] keeps them in `<data dir>/topics.json`,
+//! replaced atomically (write temp, fsync, rename, fsync dir) on every change.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::errors::BrokerError;
+
+/// Format version of the files written here.
+const FORMAT_VERSION: u32 = 1;
+
+/// What the registry knows about one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (KIP-516), stable for the topic's life.
+    pub id: Uuid,
+    /// Partition count.
+    pub partitions: i32,
+    /// Config overrides by Kafka name.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Where topic records are kept.
+pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    /// All topics, in any order.
+    fn load_topics(&self) -> Result<Vec<TopicRecord>, BrokerError>;
+    /// Replaces the stored topics with `topics`, durably, before returning.
+    fn save_topics(&self, topics: &[TopicRecord]) -> Result<(), BrokerError>;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicsFile {
+    version: u32,
+    topics: Vec<TopicRecord>,
+}
+
+/// Topics in a JSON file in the data directory.
+#[derive(Debug)]
+pub struct FileMetadataStore {
+    path: PathBuf,
+}
+
+impl FileMetadataStore {
+    /// A store at `<data_dir>/topics.json`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            path: data_dir.join("topics.json"),
+        }
+    }
+}
+
+fn storage(path: &Path, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Storage(format!("{e} path={}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| storage(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| storage(&tmp, e))?;
+    f.sync_all().map_err(|e| storage(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| storage(path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| storage(dir, e))?;
+    }
+    Ok(())
+}
+
+impl MetadataStore for FileMetadataStore {
+    fn load_topics(&self) -> Result<Vec<TopicRecord>, BrokerError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(storage(&self.path, e)),
+        };
+        let file: TopicsFile =
+            serde_json::from_slice(&bytes).map_err(|e| storage(&self.path, e))?;
+        if file.version != FORMAT_VERSION {
+            return Err(storage(
+                &self.path,
+                format!("unsupported topics file version {}", file.version),
+            ));
+        }
+        Ok(file.topics)
+    }
+
+    fn save_topics(&self, topics: &[TopicRecord]) -> Result<(), BrokerError> {
+        let mut topics = topics.to_vec();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let file = TopicsFile {
+            version: FORMAT_VERSION,
+            topics,
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| storage(&self.path, e))?;
+        write_atomically(&self.path, &bytes)
+    }
+}
+
+/// The identity a data directory belongs to (`<data dir>/meta.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Format version.
+    pub version: u32,
+    /// Cluster id reported in Metadata and DescribeCluster.
+    pub cluster_id: String,
+    /// Node id the directory was created for.
+    pub node_id: i32,
+}
+
+/// Loads the directory's identity, creating it on first start. A directory created for another
+/// node id is refused, so two configs cannot silently share or swap data.
+pub fn load_or_create_identity(
+    data_dir: &Path,
+    node_id: i32,
+    cluster_id: Option<&str>,
+) -> Result<NodeIdentity, BrokerError> {
+    let path = data_dir.join("meta.json");
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let id: NodeIdentity = serde_json::from_slice(&bytes).map_err(|e| storage(&path, e))?;
+            if id.node_id != node_id {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "data directory {} belongs to node_id={} but this broker is node_id={node_id}",
+                    data_dir.display(),
+                    id.node_id
+                )));
+            }
+            if let Some(c) = cluster_id
+                && c != id.cluster_id
+            {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "data directory {} belongs to cluster_id={} but cluster_id={c} is configured",
+                    data_dir.display(),
+                    id.cluster_id
+                )));
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = NodeIdentity {
+                version: FORMAT_VERSION,
+                cluster_id: cluster_id.map_or_else(|| Uuid::new_v4().to_string(), str::to_string),
+                node_id,
+            };
+            let bytes = serde_json::to_vec_pretty(&id).map_err(|e| storage(&path, e))?;
+            write_atomically(&path, &bytes)?;
+            Ok(id)
+        }
+        Err(e) => Err(storage(&path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileMetadataStore::new(dir.path());
+        assert!(store.load_topics().unwrap().is_empty());
+        let t = TopicRecord {
+            name: "orders".into(),
+            id: Uuid::new_v4(),
+            partitions: 3,
+            configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+        };
+        store.save_topics(std::slice::from_ref(&t)).unwrap();
+        assert_eq!(store.load_topics().unwrap(), vec![t]);
+    }
+
+    #[test]
+    fn identity_is_stable_and_guards_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_identity(dir.path(), 1, None).unwrap();
+        let b = load_or_create_identity(dir.path(), 1, None).unwrap();
+        assert_eq!(a, b);
+        let err = load_or_create_identity(dir.path(), 2, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node_id=1"), "{err}");
+    }
+}

@@ -1,0 +1,145 @@
+//! `sediment serve`: load settings, bind the listeners, open the broker, serve until SIGTERM or
+//! SIGINT, then shut down gracefully (stop accepting, answer in-flight requests, fsync, exit 0).
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, Result};
+use sediment_broker::{AdminState, Broker, Health, Metrics, serve_admin, serve_kafka};
+use sediment_log::SystemClock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::ServeArgs;
+use crate::settings::{FlagOverrides, Settings, parse_addr, process_env};
+
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    let flags = FlagOverrides {
+        data_dir: args.data_dir,
+        node_id: args.node_id,
+        kafka_listen: args.kafka_listen,
+        advertised_listener: args.advertised_listener,
+        admin_listen: args.admin_listen,
+    };
+    let settings = Settings::load(args.config.as_deref(), &process_env(), &flags)?;
+    if args.check_config {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+        eprintln!("sediment: configuration is valid");
+        return Ok(());
+    }
+    init_tracing(&settings);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sediment")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings, args.listeners_file))
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&settings.logging.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if settings.logging.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -> Result<()> {
+    let kafka_addr = parse_addr("kafka.listen", &settings.kafka.listen)?;
+    let admin_addr = parse_addr("admin.listen", &settings.admin.listen)?;
+    let kafka = TcpListener::bind(kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen on kafka.listen={kafka_addr}"))?;
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen={admin_addr}"))?;
+    let kafka_bound = kafka.local_addr()?;
+    let admin_bound = admin.local_addr()?;
+    let config = settings.broker_config(kafka_bound)?;
+
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let broker_cell = Arc::new(OnceLock::new());
+    let admin_task = tokio::spawn(serve_admin(
+        admin,
+        AdminState {
+            metrics: Arc::clone(&metrics),
+            health: Arc::clone(&health),
+            broker: Arc::clone(&broker_cell),
+        },
+        shutdown.clone(),
+    ));
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.data_dir.display(),
+        node_id = config.node_id,
+        "starting sediment broker"
+    );
+    let broker = {
+        let config = config.clone();
+        let metrics = Arc::clone(&metrics);
+        tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(SystemClock), metrics))
+            .await
+            .context("broker start-up task failed")??
+    };
+    let _ = broker_cell.set(Arc::clone(&broker));
+    let background = tokio::spawn(Arc::clone(&broker).run_background(shutdown.clone()));
+    let kafka_task = tokio::spawn(serve_kafka(kafka, Arc::clone(&broker), shutdown.clone()));
+    health.set_ready(true);
+    tracing::info!(
+        kafka = %kafka_bound,
+        advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+        admin = %admin_bound,
+        cluster_id = broker.cluster_id(),
+        "ready"
+    );
+    if let Some(path) = listeners_file {
+        let json = serde_json::json!({
+            "kafka": kafka_bound.to_string(),
+            "admin": admin_bound.to_string(),
+            "advertised": format!("{}:{}", config.advertised_host, config.advertised_port),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json.to_string())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    health.set_ready(false);
+    shutdown.cancel();
+    let _ = kafka_task.await;
+    let _ = background.await;
+    let flush = {
+        let broker = Arc::clone(&broker);
+        tokio::task::spawn_blocking(move || broker.flush_all()).await
+    };
+    match flush {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+        Err(e) => tracing::error!(error = %e, "final flush task failed"),
+    }
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}

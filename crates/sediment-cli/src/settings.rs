@@ -1,0 +1,524 @@
+//! Settings of `sediment serve`: built-in defaults, then a TOML file, then `SEDIMENT_*`
+//! environment variables, then flags, each layer overriding the previous one. Every key is
+//! documented in `docs/operations.md`; an unknown key or a bad value stops start-up with a
+//! message naming the setting.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use sediment_broker::{BrokerConfig, TopicDefaults};
+use serde::{Deserialize, Serialize};
+
+/// Everything `sediment serve` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where partition logs and metadata live.
+    pub data_dir: PathBuf,
+    /// This broker's id (Kafka `node.id`).
+    pub node_id: i32,
+    /// Cluster id to adopt on first start (default: generated).
+    pub cluster_id: Option<String>,
+    /// Kafka listener.
+    pub kafka: KafkaSettings,
+    /// Admin HTTP listener.
+    pub admin: AdminSettings,
+    /// Defaults of topic configs and log maintenance.
+    pub log: LogSettings,
+    /// Process logging.
+    pub logging: LoggingSettings,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Address to listen on for Kafka clients.
+    pub listen: String,
+    /// `host:port` given to clients in Metadata (default: the listen address, with the machine's
+    /// hostname when listening on all interfaces).
+    pub advertised_listener: Option<String>,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions` of auto-created topics.
+    pub num_partitions: i32,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: u64,
+    /// Largest size one produced batch may inflate to during validation.
+    pub max_decompressed_batch_bytes: u64,
+    /// `max.connections`.
+    pub max_connections: usize,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// Time given to in-flight requests on shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address of the admin HTTP server (metrics, health).
+    pub listen: String,
+}
+
+/// `[log]`: Kafka's `log.*` broker settings under shorter names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `log.segment.bytes`.
+    pub segment_bytes: i64,
+    /// `log.roll.ms`.
+    pub segment_ms: i64,
+    /// `log.retention.bytes` (-1: unlimited).
+    pub retention_bytes: i64,
+    /// `log.retention.ms` (-1: unlimited).
+    pub retention_ms: i64,
+    /// `log.flush.interval.messages` (-1: never by count).
+    pub flush_messages: i64,
+    /// `log.flush.interval.ms` (-1: never by time).
+    pub flush_ms: i64,
+    /// `log.index.interval.bytes`.
+    pub index_interval_bytes: i64,
+    /// `message.max.bytes`.
+    pub max_message_bytes: i64,
+    /// `log.message.timestamp.type`.
+    pub message_timestamp_type: String,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: i64,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `sediment_broker=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./sediment-data"),
+            node_id: 0,
+            cluster_id: None,
+            kafka: KafkaSettings::default(),
+            admin: AdminSettings::default(),
+            log: LogSettings::default(),
+            logging: LoggingSettings::default(),
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        let b = BrokerConfig::new(".");
+        Self {
+            listen: "0.0.0.0:9092".into(),
+            advertised_listener: None,
+            auto_create_topics_enable: b.auto_create_topics,
+            num_partitions: b.num_partitions,
+            socket_request_max_bytes: b.socket_request_max_bytes as u64,
+            max_decompressed_batch_bytes: b.max_decompressed_batch_bytes as u64,
+            max_connections: b.max_connections,
+            rack: None,
+            shutdown_timeout_ms: b.shutdown_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9644".into(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        let d = TopicDefaults::default();
+        Self {
+            segment_bytes: d.segment_bytes,
+            segment_ms: d.segment_ms,
+            retention_bytes: d.retention_bytes,
+            retention_ms: d.retention_ms,
+            flush_messages: d.flush_messages,
+            flush_ms: d.flush_ms,
+            index_interval_bytes: d.index_interval_bytes,
+            max_message_bytes: d.max_message_bytes,
+            message_timestamp_type: d.message_timestamp_type,
+            min_insync_replicas: d.min_insync_replicas,
+            retention_check_interval_ms: BrokerConfig::new(".").retention_check_interval.as_millis()
+                as u64,
+        }
+    }
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Sections whose keys are reachable as `SEDIMENT_<SECTION>_<KEY>`. `logging` precedes `log` so
+/// the longer prefix wins.
+const SECTIONS: &[&str] = &["kafka", "admin", "logging", "log"];
+
+/// Maps an environment variable name (without `SEDIMENT_`, lowercased) to a settings key path.
+pub fn env_key(var: &str) -> String {
+    for section in SECTIONS {
+        if let Some(rest) = var.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    var.to_string()
+}
+
+/// Flags that override settings; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_listener: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+}
+
+impl FlagOverrides {
+    fn figment(&self) -> Figment {
+        let mut f = Figment::new();
+        if let Some(v) = &self.data_dir {
+            f = f.merge(Serialized::default("data_dir", v));
+        }
+        if let Some(v) = self.node_id {
+            f = f.merge(Serialized::default("node_id", v));
+        }
+        if let Some(v) = &self.kafka_listen {
+            f = f.merge(Serialized::default("kafka.listen", v));
+        }
+        if let Some(v) = &self.advertised_listener {
+            f = f.merge(Serialized::default("kafka.advertised_listener", v));
+        }
+        if let Some(v) = &self.admin_listen {
+            f = f.merge(Serialized::default("admin.listen", v));
+        }
+        f
+    }
+}
+
+impl Settings {
+    /// Loads defaults < `file` < environment (`SEDIMENT_*`, taken from `env`) < `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: &FlagOverrides,
+    ) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(env_provider(env));
+        figment = figment.merge(flags.figment());
+        let settings: Settings = figment.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration:");
+            for err in e {
+                msg.push_str(&format!("\n  - {err}"));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values the types cannot; errors name the setting.
+    pub fn validate(&self) -> Result<()> {
+        parse_addr("kafka.listen", &self.kafka.listen)?;
+        parse_addr("admin.listen", &self.admin.listen)?;
+        if let Some(adv) = &self.kafka.advertised_listener {
+            let (host, port) = split_host_port("kafka.advertised_listener", adv)?;
+            if host.is_empty() || port == 0 {
+                bail!(
+                    "invalid setting kafka.advertised_listener={adv}: needs a host and a non-zero port"
+                );
+            }
+        }
+        if self.kafka.num_partitions < 1 {
+            bail!(
+                "invalid setting kafka.num_partitions={}: must be at least 1",
+                self.kafka.num_partitions
+            );
+        }
+        let frame = self.kafka.socket_request_max_bytes;
+        if !(1024..=i32::MAX as u64).contains(&frame) {
+            bail!(
+                "invalid setting kafka.socket_request_max_bytes={frame}: must be between 1024 and {}",
+                i32::MAX
+            );
+        }
+        if self.kafka.max_decompressed_batch_bytes < 1024 {
+            bail!(
+                "invalid setting kafka.max_decompressed_batch_bytes={}: must be at least 1024",
+                self.kafka.max_decompressed_batch_bytes
+            );
+        }
+        if self.kafka.max_connections == 0 {
+            bail!("invalid setting kafka.max_connections=0: must be at least 1");
+        }
+        if self.log.retention_check_interval_ms == 0 {
+            bail!("invalid setting log.retention_check_interval_ms=0: must be at least 1");
+        }
+        self.topic_defaults()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid setting {e}"))?;
+        if self.node_id < 0 {
+            bail!(
+                "invalid setting node_id={}: must not be negative",
+                self.node_id
+            );
+        }
+        match self.logging.format.as_str() {
+            "text" | "json" => {}
+            other => bail!("invalid setting logging.format={other}: must be text or json"),
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .with_context(|| format!("invalid setting logging.level={}", self.logging.level))?;
+        Ok(())
+    }
+
+    /// The `[log]` section as topic config defaults.
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        let l = &self.log;
+        TopicDefaults {
+            segment_bytes: l.segment_bytes,
+            segment_ms: l.segment_ms,
+            retention_bytes: l.retention_bytes,
+            retention_ms: l.retention_ms,
+            flush_messages: l.flush_messages,
+            flush_ms: l.flush_ms,
+            index_interval_bytes: l.index_interval_bytes,
+            max_message_bytes: l.max_message_bytes,
+            message_timestamp_type: l.message_timestamp_type.clone(),
+            min_insync_replicas: l.min_insync_replicas,
+        }
+    }
+
+    /// The broker's config, given the address the Kafka listener actually bound.
+    pub fn broker_config(&self, bound: SocketAddr) -> Result<BrokerConfig> {
+        let (advertised_host, advertised_port) = match &self.kafka.advertised_listener {
+            Some(adv) => {
+                let (h, p) = split_host_port("kafka.advertised_listener", adv)?;
+                (h.to_string(), p)
+            }
+            None if bound.ip().is_unspecified() => (local_hostname(), bound.port()),
+            None => (bound.ip().to_string(), bound.port()),
+        };
+        let mut c = BrokerConfig::new(&self.data_dir);
+        c.node_id = self.node_id;
+        c.cluster_id = self.cluster_id.clone();
+        c.advertised_host = advertised_host;
+        c.advertised_port = advertised_port;
+        c.rack = self.kafka.rack.clone();
+        c.auto_create_topics = self.kafka.auto_create_topics_enable;
+        c.num_partitions = self.kafka.num_partitions;
+        c.socket_request_max_bytes = self.kafka.socket_request_max_bytes as usize;
+        c.max_decompressed_batch_bytes = self.kafka.max_decompressed_batch_bytes as usize;
+        c.max_connections = self.kafka.max_connections;
+        c.topic_defaults = self.topic_defaults();
+        c.retention_check_interval = Duration::from_millis(self.log.retention_check_interval_ms);
+        c.shutdown_timeout = Duration::from_millis(self.kafka.shutdown_timeout_ms);
+        Ok(c)
+    }
+}
+
+fn env_provider(env: &[(String, String)]) -> Figment {
+    // Figment's Env provider reads the process environment; building from an explicit list keeps
+    // loading testable. Values are parsed the way Env parses them (numbers, booleans, strings).
+    let mut f = Figment::new();
+    for (name, value) in env {
+        let Some(var) = name.strip_prefix("SEDIMENT_") else {
+            continue;
+        };
+        let var = var.to_ascii_lowercase();
+        if var == "config" {
+            continue; // the --config flag's variable, not a setting
+        }
+        let key = env_key(&var);
+        let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| value.clone().into());
+        f = f.merge(Serialized::default(&key, parsed));
+    }
+    f
+}
+
+fn split_host_port<'a>(setting: &str, value: &'a str) -> Result<(&'a str, u16)> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .with_context(|| format!("invalid setting {setting}={value}: expected HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| {
+        format!("invalid setting {setting}={value}: port is not a number between 0 and 65535")
+    })?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+/// Resolves a listen address, naming the setting on failure.
+pub fn parse_addr(setting: &str, value: &str) -> Result<SocketAddr> {
+    split_host_port(setting, value)?;
+    value
+        .to_socket_addrs()
+        .with_context(|| format!("invalid setting {setting}={value}: cannot resolve"))?
+        .next()
+        .with_context(|| format!("invalid setting {setting}={value}: resolves to no address"))
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The process environment as a list, for [`Settings::load`].
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_docs() {
+        let s = Settings::load(None, &[], &FlagOverrides::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("./sediment-data"));
+        assert_eq!(s.kafka.listen, "0.0.0.0:9092");
+        assert_eq!(s.admin.listen, "0.0.0.0:9644");
+        assert!(s.kafka.auto_create_topics_enable);
+        assert_eq!(s.log.segment_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn layers_override_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sediment.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nnode_id = 3\n[kafka]\nlisten = \"127.0.0.1:1000\"\nnum_partitions = 4\n[log]\nretention_ms = 1000\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("SEDIMENT_KAFKA_LISTEN", "127.0.0.1:2000"),
+            ("SEDIMENT_LOG_RETENTION_MS", "2000"),
+            ("SEDIMENT_LOGGING_FORMAT", "json"),
+            ("SEDIMENT_CONFIG", "/ignored.toml"),
+            ("OTHER", "x"),
+        ]);
+        let flags = FlagOverrides {
+            kafka_listen: Some("127.0.0.1:3000".into()),
+            ..Default::default()
+        };
+        let s = Settings::load(Some(&file), &e, &flags).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from/file"), "file over default");
+        assert_eq!(s.node_id, 3);
+        assert_eq!(s.kafka.num_partitions, 4);
+        assert_eq!(s.log.retention_ms, 2000, "env over file");
+        assert_eq!(s.logging.format, "json");
+        assert_eq!(s.kafka.listen, "127.0.0.1:3000", "flag over env");
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[log]\nsegmnt_bytes = 5\n").unwrap();
+        let e = Settings::load(Some(&file), &[], &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("segmnt_bytes"), "{e}");
+
+        let e = Settings::load(
+            None,
+            &env(&[("SEDIMENT_LOG_SEGMENT_BYTES", "abc")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("segment_bytes"), "{e}");
+
+        let e = Settings::load(
+            None,
+            &env(&[("SEDIMENT_LOG_SEGMENT_BYTES", "10")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("log.segment_bytes"), "{e}");
+
+        let flags = FlagOverrides {
+            kafka_listen: Some("nonsense".into()),
+            ..Default::default()
+        };
+        let e = Settings::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(e.contains("kafka.listen"), "{e}");
+
+        let e = Settings::load(
+            Some(Path::new("/no/such.toml")),
+            &[],
+            &FlagOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/no/such.toml"), "{e}");
+    }
+
+    #[test]
+    fn advertised_listener_defaults_to_the_bound_address() {
+        let s = Settings::default();
+        let c = s.broker_config("127.0.0.1:41000".parse().unwrap()).unwrap();
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 41000)
+        );
+        let mut s = Settings::default();
+        s.kafka.advertised_listener = Some("broker-0.sediment.svc:9092".into());
+        let c = s.broker_config("0.0.0.0:9092".parse().unwrap()).unwrap();
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("broker-0.sediment.svc", 9092)
+        );
+    }
+
+    #[test]
+    fn env_keys_map_to_sections() {
+        assert_eq!(env_key("kafka_listen"), "kafka.listen");
+        assert_eq!(env_key("logging_level"), "logging.level");
+        assert_eq!(env_key("log_segment_bytes"), "log.segment_bytes");
+        assert_eq!(env_key("data_dir"), "data_dir");
+    }
+}
