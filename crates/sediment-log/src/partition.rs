@@ -533,7 +533,21 @@ mod tests {
             .unwrap();
         fs::write(&second_time, b"garbage").unwrap();
         let log = open(dir.path(), &clock);
-        assert_eq!(log.segments[0].summary(), first);
+        let again = log.segments[0].summary();
+        assert_eq!(
+            (
+                again.base_offset,
+                again.next_offset,
+                again.size_bytes,
+                again.max_timestamp
+            ),
+            (
+                first.base_offset,
+                first.next_offset,
+                first.size_bytes,
+                first.max_timestamp
+            )
+        );
         assert_eq!(read_all(&log, 0), expected);
         assert!(dir.path().join("00000000000000000000.index").exists());
     }
@@ -586,14 +600,24 @@ mod tests {
     }
 
     #[test]
-    fn roll_by_age_uses_first_record_time() {
+    fn roll_by_age_counts_from_segment_creation_not_record_time() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(T0);
         let mut log = open(dir.path(), &clock);
-        log.append(&make_batch(1, T0, 10), 0, false).unwrap();
+        // Records from a year ago (a replay) do not roll the segment on every append.
+        for _ in 0..3 {
+            log.append(&make_batch(1, T0 - 365 * 86_400_000, 10), 0, false)
+                .unwrap();
+        }
+        assert_eq!(log.stats().segments, 1);
         clock.advance(3_600_000);
-        log.append(&make_batch(1, T0 + 3_600_000, 10), 0, false)
-            .unwrap();
+        log.append(&make_batch(1, T0, 10), 0, false).unwrap();
+        assert_eq!(log.stats().segments, 2, "segment.ms after creation");
+        // After a restart the clock starts again at open.
+        drop(log);
+        let mut log = open(dir.path(), &clock);
+        clock.advance(3_599_999);
+        log.append(&make_batch(1, T0, 10), 0, false).unwrap();
         assert_eq!(log.stats().segments, 2);
     }
 

@@ -14,8 +14,10 @@ pub struct SegmentSummary {
     pub size_bytes: u64,
     /// Largest record timestamp, or -1 when empty.
     pub max_timestamp: i64,
-    /// Time the roll clock started: the first batch's max timestamp (as Kafka does), or the
-    /// segment's creation time when it holds no batch yet.
+    /// Wall-clock time the roll clock started: when the segment was created, or when the broker
+    /// opened it after a restart. Kafka counts from the first record's timestamp instead; with
+    /// replayed or mirrored history (old timestamps) that rolls a segment per batch, so Sediment
+    /// uses the broker's clock.
     pub roll_reference_ms: i64,
 }
 

@@ -200,8 +200,9 @@ pub(crate) struct Segment {
     bytes_since_index: u64,
     pub(crate) max_timestamp: i64,
     pub(crate) offset_of_max_timestamp: i64,
+    /// Wall-clock time the segment was created (or opened, after a restart); `segment.ms`
+    /// counts from here.
     roll_reference_ms: i64,
-    first_batch_seen: bool,
     pub(crate) sealed: bool,
 }
 
@@ -229,7 +230,6 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             roll_reference_ms: now_ms,
-            first_batch_seen: false,
             sealed: false,
         }
     }
@@ -308,7 +308,6 @@ impl Segment {
         self.bytes_since_index = 0;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
-        self.first_batch_seen = false;
     }
 
     fn load_indexes(&mut self, len: u64) -> Result<(), String> {
@@ -354,7 +353,6 @@ impl Segment {
         self.next_offset = next_offset;
         self.offset_index = offset_index;
         self.time_index = time_index;
-        self.first_batch_seen = len > 0;
         Ok(())
     }
 
@@ -401,12 +399,6 @@ impl Segment {
             self.max_timestamp = b.max_timestamp;
             self.offset_of_max_timestamp = b.base_offset;
             self.time_index.maybe_append(b.max_timestamp, rel);
-        }
-        if !self.first_batch_seen {
-            self.first_batch_seen = true;
-            if b.max_timestamp >= 0 {
-                self.roll_reference_ms = b.max_timestamp;
-            }
         }
         self.bytes_since_index += b.size;
         self.size = b.position + b.size;
