@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::ServeArgs;
-use crate::settings::{FlagOverrides, Settings, parse_addr, process_env};
+use crate::settings::{FlagOverrides, Settings, ignored_env_vars, parse_addr, process_env};
 
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let flags = FlagOverrides {
@@ -28,6 +28,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         return Ok(());
     }
     init_tracing(&settings);
+    let ignored = ignored_env_vars(&process_env());
+    if !ignored.is_empty() {
+        tracing::warn!(variables = ?ignored, "SEDIMENT_* environment variables that match no setting were ignored");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sediment")

@@ -350,19 +350,64 @@ impl Settings {
     }
 }
 
-fn env_provider(env: &[(String, String)]) -> Figment {
-    // Figment's Env provider reads the process environment; building from an explicit list keeps
-    // loading testable. Values are parsed the way Env parses them (numbers, booleans, strings).
-    let mut f = Figment::new();
+/// Every settings key as a dotted path (`kafka.listen`, `log.segment_bytes`, ...).
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        "",
+        &serde_json::to_value(Settings::default()).expect("settings serialize"),
+        &mut out,
+    );
+    out
+}
+
+/// Splits `SEDIMENT_*` variables into (settings key, value) pairs and the names of variables
+/// that match no setting. Unknown ones are not an error: Kubernetes injects `<SERVICE>_PORT`-style
+/// variables for a Service named `sediment`, and tools use the prefix too; `serve` warns about
+/// them instead.
+fn env_settings(env: &[(String, String)]) -> (Vec<(String, String)>, Vec<String>) {
+    let known = known_keys();
+    let (mut settings, mut ignored) = (Vec::new(), Vec::new());
     for (name, value) in env {
         let Some(var) = name.strip_prefix("SEDIMENT_") else {
             continue;
         };
-        let var = var.to_ascii_lowercase();
-        if var == "config" {
-            continue; // the --config flag's variable, not a setting
+        let key = env_key(&var.to_ascii_lowercase());
+        if known.contains(&key) {
+            settings.push((key, value.clone()));
+        } else if var != "CONFIG" {
+            // SEDIMENT_CONFIG is the --config flag's variable.
+            ignored.push(name.clone());
         }
-        let key = env_key(&var);
+    }
+    (settings, ignored)
+}
+
+/// `SEDIMENT_*` variables that match no setting.
+pub fn ignored_env_vars(env: &[(String, String)]) -> Vec<String> {
+    env_settings(env).1
+}
+
+fn env_provider(env: &[(String, String)]) -> Figment {
+    // Built from an explicit list (not figment's Env, which reads the process environment) so
+    // loading is testable. Values are parsed as Env parses them: numbers, booleans, strings.
+    let mut f = Figment::new();
+    for (key, value) in env_settings(env).0 {
         let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| value.clone().into());
         f = f.merge(Serialized::default(&key, parsed));
     }
@@ -511,6 +556,24 @@ mod tests {
         assert_eq!(
             (c.advertised_host.as_str(), c.advertised_port),
             ("broker-0.sediment.svc", 9092)
+        );
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_ignored_not_fatal() {
+        // What Kubernetes injects for a Service named "sediment", plus test tooling variables.
+        let e = env(&[
+            ("SEDIMENT_PORT", "tcp://10.0.0.1:9092"),
+            ("SEDIMENT_SERVICE_HOST", "10.0.0.1"),
+            ("SEDIMENT_BIN", "/usr/bin/sediment"),
+            ("SEDIMENT_KAFKA_LISTEN", "127.0.0.1:5000"),
+            ("SEDIMENT_CONFIG", "/etc/sediment.toml"),
+        ]);
+        let s = Settings::load(None, &e, &FlagOverrides::default()).unwrap();
+        assert_eq!(s.kafka.listen, "127.0.0.1:5000");
+        assert_eq!(
+            ignored_env_vars(&e),
+            vec!["SEDIMENT_PORT", "SEDIMENT_SERVICE_HOST", "SEDIMENT_BIN"]
         );
     }
 

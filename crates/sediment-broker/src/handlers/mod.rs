@@ -5,6 +5,7 @@ mod api_versions;
 mod configs;
 mod describe_cluster;
 mod fetch;
+mod find_coordinator;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;
@@ -57,6 +58,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(ctx, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(ctx, r))
+        }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(ctx, r)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(ctx, r))
