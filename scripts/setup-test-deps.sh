@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently: Debian packages (kcat, and the C toolchain
+# pieces librdkafka's build uses), a Python virtualenv with the Kafka clients, and cargo-nextest.
+# Safe to run again; it skips what is already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    log "need root (or sudo) to run: $*"; exit 1
+  fi
+}
+
+# Debian packages: kcat (librdkafka CLI) for the client tests; build tools for rdkafka-sys.
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v perl >/dev/null 2>&1 || missing+=(perl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python clients in a project-local virtualenv, reinstalled only when requirements change.
+req=tests/python/requirements.txt
+stamp=.venv/.requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "creating .venv with $(tr '\n' ' ' < "$req" | sed 's/#[^ ]* //g')"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+.venv/bin/python -c 'import confluent_kafka, kafka, lz4, snappy, zstandard' \
+  || { log "python clients failed to import"; exit 1; }
+
+# cargo-nextest runs each test in its own process with per-test timeouts.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+log "test dependencies ready"
