@@ -1,1 +1,366 @@
-fn main() {}
+//! Throughput harness: the loopback TCP ceiling (iperf3), then the same librdkafka workload
+//! against Sediment and against a peer broker (tansu), in one run, with a final table and an
+//! optional JSON file. See benches/README.md.
+
+mod procs;
+mod targets;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::targets::{BrokerRun, IperfStats};
+use crate::workload::{Payloads, Workload, mb_per_s};
+
+/// Measure Sediment's produce and consume throughput against the loopback ceiling and a peer
+/// broker. 1 MB = 10^6 bytes throughout.
+#[derive(Debug, Parser)]
+#[command(name = "throughput", version, about)]
+struct Args {
+    /// Records to produce and then consume, per broker.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Value size of each record, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// Producer linger.ms.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
+    /// Producer batch.size in bytes.
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_bytes: u32,
+    /// Producer queue.buffering.max.kbytes: how much may wait unacknowledged in the client.
+    /// Enqueue-to-delivery latency includes this queueing when the broker is the bottleneck.
+    #[arg(long, default_value_t = 65_536)]
+    queue_kbytes: u32,
+    /// Upper bound in seconds for each phase (topic creation, produce, consume).
+    #[arg(long, default_value_t = 600)]
+    phase_timeout_secs: u64,
+    /// Length of the iperf3 run, in seconds.
+    #[arg(long, default_value_t = 5)]
+    iperf_seconds: u32,
+    /// Skip the iperf3 loopback ceiling.
+    #[arg(long)]
+    skip_iperf: bool,
+    /// Skip Sediment.
+    #[arg(long)]
+    skip_sediment: bool,
+    /// Skip the peer broker (tansu).
+    #[arg(long)]
+    skip_peer: bool,
+    /// Parent directory for Sediment's temporary data directory (default: $TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("throughput: FAILED: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.records > 0, "--records must be at least 1");
+    ensure!(args.record_bytes > 0, "--record-bytes must be at least 1");
+    ensure!(args.partitions > 0, "--partitions must be at least 1");
+    let command = command_line();
+    let machine = machine_info();
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+
+    println!("Sediment throughput harness (1 MB = 10^6 bytes; MB/s counts record values only)");
+    println!("command: {command}");
+    for (k, v) in machine.as_object().into_iter().flatten() {
+        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        println!("machine {k}: {v}");
+    }
+    println!(
+        "workload: {} records x {} B = {:.1} MB, {} partition(s), acks=1, linger.ms={}, batch.size={}, compression none, librdkafka {librdkafka}",
+        args.records,
+        args.record_bytes,
+        (args.records * args.record_bytes as u64) as f64 / 1e6,
+        args.partitions,
+        args.linger_ms,
+        args.batch_bytes
+    );
+
+    let w = Workload {
+        topic: "bench-throughput".to_string(),
+        records: args.records,
+        record_bytes: args.record_bytes,
+        partitions: args.partitions,
+        linger_ms: args.linger_ms,
+        batch_bytes: args.batch_bytes,
+        queue_kbytes: args.queue_kbytes,
+        phase_timeout: Duration::from_secs(args.phase_timeout_secs),
+    };
+    let payloads = Payloads::new(args.record_bytes);
+
+    // Resolve binaries before spending minutes on the first stages.
+    let sediment_bin = (!args.skip_sediment)
+        .then(targets::sediment_bin)
+        .transpose()?;
+    let tansu_bin = (!args.skip_peer).then(targets::tansu_bin).transpose()?;
+
+    let iperf = if args.skip_iperf {
+        None
+    } else {
+        println!(
+            "\n[1/3] loopback TCP ceiling: iperf3, one stream over 127.0.0.1, {} s",
+            args.iperf_seconds
+        );
+        let r = targets::iperf_ceiling(args.iperf_seconds).context("iperf3 stage")?;
+        println!(
+            "  iperf3: {:.2} Gbit/s = {:.1} MB/s",
+            r.bits_per_second / 1e9,
+            r.mb_per_s()
+        );
+        Some(r)
+    };
+
+    let sediment = match &sediment_bin {
+        None => None,
+        Some(bin) => {
+            println!("\n[2/3] sediment: {}", bin.display());
+            let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+            Some(targets::run_sediment(bin, &tmp, &w, &payloads).context("sediment stage")?)
+        }
+    };
+
+    let peer = match &tansu_bin {
+        None => None,
+        Some(bin) => {
+            println!(
+                "\n[3/3] peer broker tansu: {} ({})",
+                bin.display(),
+                targets::version_of(bin)
+            );
+            Some(targets::run_tansu(bin, &w, &payloads).context("tansu stage")?)
+        }
+    };
+
+    let report = Report {
+        iperf,
+        sediment,
+        peer,
+    };
+    report.print_table();
+    if let Some(path) = &args.json {
+        let value = report.to_json(&command, &machine, &args, &librdkafka);
+        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nresults written to {}", path.display());
+    }
+    Ok(())
+}
+
+struct Report {
+    iperf: Option<IperfStats>,
+    sediment: Option<BrokerRun>,
+    peer: Option<BrokerRun>,
+}
+
+/// One table row: MB/s, rec/s, p50 ms, p99 ms.
+struct Row {
+    label: String,
+    mb_s: f64,
+    rec_s: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+impl Report {
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        if let Some(i) = &self.iperf {
+            rows.push(Row {
+                label: "loopback TCP ceiling (iperf3)".to_string(),
+                mb_s: i.mb_per_s(),
+                rec_s: None,
+                p50_ms: None,
+                p99_ms: None,
+            });
+        }
+        for run in [&self.sediment, &self.peer].into_iter().flatten() {
+            let p = &run.produce;
+            rows.push(Row {
+                label: format!("{} produce", run.name),
+                mb_s: mb_per_s(p.bytes, p.secs),
+                rec_s: Some(p.records as f64 / p.secs),
+                p50_ms: Some(f64::from(p.p50_us) / 1000.0),
+                p99_ms: Some(f64::from(p.p99_us) / 1000.0),
+            });
+            let c = &run.consume;
+            rows.push(Row {
+                label: format!("{} consume", run.name),
+                mb_s: mb_per_s(c.bytes, c.secs),
+                rec_s: Some(c.records as f64 / c.secs),
+                p50_ms: None,
+                p99_ms: None,
+            });
+        }
+        rows
+    }
+
+    /// (label, value) for each ratio whose two sides were measured.
+    fn ratios(&self) -> Vec<(String, f64)> {
+        let produce = |r: &BrokerRun| mb_per_s(r.produce.bytes, r.produce.secs);
+        let consume = |r: &BrokerRun| mb_per_s(r.consume.bytes, r.consume.secs);
+        let mut out = Vec::new();
+        if let Some(s) = &self.sediment {
+            if let Some(p) = &self.peer {
+                out.push((
+                    format!("sediment produce / {} produce", p.name),
+                    produce(s) / produce(p),
+                ));
+                out.push((
+                    format!("sediment consume / {} consume", p.name),
+                    consume(s) / consume(p),
+                ));
+            }
+            if let Some(i) = &self.iperf {
+                out.push((
+                    "sediment produce / loopback ceiling".to_string(),
+                    produce(s) / i.mb_per_s(),
+                ));
+                out.push((
+                    "sediment consume / loopback ceiling".to_string(),
+                    consume(s) / i.mb_per_s(),
+                ));
+            }
+        }
+        out
+    }
+
+    fn print_table(&self) {
+        let dash =
+            |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+        println!("\nResults (1 MB = 10^6 bytes; latency = enqueue to delivery report, acks=1)");
+        println!(
+            "{:<32} {:>10} {:>12} {:>9} {:>9}",
+            "", "MB/s", "rec/s", "p50 ms", "p99 ms"
+        );
+        for row in self.rows() {
+            println!(
+                "{:<32} {:>10.1} {:>12} {:>9} {:>9}",
+                row.label,
+                row.mb_s,
+                dash(row.rec_s, 0),
+                dash(row.p50_ms, 2),
+                dash(row.p99_ms, 2)
+            );
+        }
+        let ratios = self.ratios();
+        if !ratios.is_empty() {
+            println!();
+            for (label, value) in ratios {
+                println!("{label:<40} {value:>7.3}x");
+            }
+        }
+    }
+
+    fn to_json(&self, command: &str, machine: &Value, args: &Args, librdkafka: &str) -> Value {
+        let broker = |r: &BrokerRun| {
+            let p = &r.produce;
+            let c = &r.consume;
+            json!({
+                "name": r.name,
+                "version": r.version,
+                "produce": {
+                    "records": p.records,
+                    "bytes": p.bytes,
+                    "seconds": p.secs,
+                    "mb_per_s": mb_per_s(p.bytes, p.secs),
+                    "records_per_s": p.records as f64 / p.secs,
+                    "latency_p50_ms": f64::from(p.p50_us) / 1000.0,
+                    "latency_p99_ms": f64::from(p.p99_us) / 1000.0,
+                    "latency_max_ms": f64::from(p.max_us) / 1000.0,
+                },
+                "consume": {
+                    "records": c.records,
+                    "bytes": c.bytes,
+                    "seconds": c.secs,
+                    "mb_per_s": mb_per_s(c.bytes, c.secs),
+                    "records_per_s": c.records as f64 / c.secs,
+                    "first_record_after_assign_s": c.first_message_secs,
+                },
+            })
+        };
+        json!({
+            "units": "1 MB = 10^6 bytes; MB/s counts record values only",
+            "command": command,
+            "machine": machine,
+            "librdkafka": librdkafka,
+            "workload": {
+                "records": args.records,
+                "record_bytes": args.record_bytes,
+                "partitions": args.partitions,
+                "acks": 1,
+                "linger_ms": args.linger_ms,
+                "batch_bytes": args.batch_bytes,
+                "queue_kbytes": args.queue_kbytes,
+                "compression": "none",
+            },
+            "iperf3": self.iperf.as_ref().map(|i| json!({
+                "seconds": i.seconds,
+                "bits_per_second": i.bits_per_second,
+                "mb_per_s": i.mb_per_s(),
+            })),
+            "sediment": self.sediment.as_ref().map(broker),
+            "peer": self.peer.as_ref().map(broker),
+            "ratios": self.ratios().into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+/// The command line as typed, shell-quoted where needed.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine_info() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown".to_string(), |(_, m)| m.trim().to_string());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = procs::run_with_timeout(
+        "uname",
+        std::process::Command::new("uname").arg("-srm"),
+        Duration::from_secs(5),
+    )
+    .map_or("unknown".to_string(), |s| s.trim().to_string());
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map_or("unknown".to_string(), |s| s.trim().to_string());
+    json!({
+        "nproc": nproc,
+        "cpu": model,
+        "kernel": kernel,
+        "loadavg_at_start": loadavg,
+    })
+}
