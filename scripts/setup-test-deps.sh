@@ -23,6 +23,8 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -41,6 +43,12 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
 fi
 .venv/bin/python -c 'import confluent_kafka, kafka, lz4, snappy, zstandard' \
   || { log "python clients failed to import"; exit 1; }
+
+# kafkajs for the Node client test, exactly as locked.
+if [ ! -d tests/node/node_modules/kafkajs ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
+  log "installing kafkajs (npm ci)"
+  npm ci --prefix tests/node --no-audit --no-fund --silent
+fi
 
 # cargo-nextest runs each test in its own process with per-test timeouts.
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -126,6 +126,29 @@ fn check_config_prints_the_effective_settings() {
     assert_eq!(v["kafka"]["listen"], "127.0.0.1:0", "flag over defaults");
 }
 
+#[test]
+fn the_example_config_file_is_valid_and_matches_the_defaults() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/sediment.toml");
+    let with_file = serve(
+        &["--config", example.to_str().unwrap(), "--check-config"],
+        &[],
+    );
+    assert!(
+        with_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_file.stderr)
+    );
+    let defaults = serve(&["--check-config"], &[]);
+    assert!(defaults.status.success());
+    let mut a: serde_json::Value = serde_json::from_slice(&with_file.stdout).unwrap();
+    let mut b: serde_json::Value = serde_json::from_slice(&defaults.stdout).unwrap();
+    // Each run gets its own --data-dir; everything else must agree.
+    a.as_object_mut().unwrap().remove("data_dir");
+    b.as_object_mut().unwrap().remove("data_dir");
+    assert_eq!(a, b, "the example documents the defaults");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_metrics_report_what_happened() {
     let broker = Broker::start();
