@@ -97,11 +97,11 @@ pub fn validate_batch(bytes: &Bytes, limits: &BatchLimits) -> Result<BatchSummar
         .records
         .iter()
         .enumerate()
-        .find(|(i, r)| r.offset != base + *i as i64)
+        .find(|(i, r)| r.offset.wrapping_sub(base) != *i as i64)
     {
         return Err(BrokerError::InvalidRecord(format!(
             "record {i} has offset delta {} instead of {i}",
-            r.offset - base
+            r.offset.wrapping_sub(base)
         )));
     }
     Ok(BatchSummary {
@@ -287,6 +287,37 @@ pub(crate) mod tests {
             validate_batch(&lie.freeze(), &limits()).unwrap_err().code(),
             87
         );
+    }
+
+    fn hex(s: &str) -> Bytes {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// Found by `fuzz/` (validate_batch): base offsets and timestamps near i64::MAX made offset
+    /// and timestamp arithmetic overflow. Unit tests run with overflow checks on, so these would
+    /// panic if any addition were unchecked.
+    #[test]
+    fn extreme_base_offsets_and_timestamps_do_not_overflow() {
+        let cases = [
+            // first_timestamp = i64::MAX, one record with timestamp delta 1: accepted, as Kafka
+            // does not check timestamps by default (message.timestamp.*.max.ms unlimited)
+            "0000000000000000000000390000000002005fdfbc0000000000007fffffffffffffff7fffffffffffffffffffffffffffffffffffffffffff000000010e00020001027600",
+            // base_offset = i64::MAX, one record with offset delta 1
+            "7fffffffffffffff000000390000000002ee632fea00000000000000000000000000000000000000000000ffffffffffffffffffffffffffff000000010e00000201027600",
+            // base_offset = i64::MAX, two records with offset deltas 0 and -1
+            "7fffffffffffffff0000004100000000028cbc1c2e00000000000100000000000000000000000000000000ffffffffffffffffffffffffffff000000020e000000010276000e00000101027600",
+        ];
+        let results: Vec<_> = cases
+            .iter()
+            .map(|c| validate_batch(&hex(c), &limits()).map_err(|e| e.code()))
+            .collect();
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert_eq!(results[1], Err(87), "first record's offset delta is 1");
+        assert_eq!(results[2], Err(87), "offset deltas 0, -1");
     }
 
     #[test]

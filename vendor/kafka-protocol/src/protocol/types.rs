@@ -8,6 +8,9 @@ use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{bail, Result};
 use std::convert::TryFrom;
+
+/// sediment patch: most elements pre-allocated for a decoded array.
+const PREALLOCATE_MAX: usize = 1024;
 use std::string::String as StdString;
 
 macro_rules! define_copy_impl {
@@ -990,7 +993,10 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds remaining {} bytes", buf.remaining());
                 }
-                let mut result = Vec::with_capacity(n as usize);
+                // A plausible count still multiplies by the element's in-memory size (88 bytes
+                // for some structs), so pre-allocate little and let the Vec grow as elements
+                // actually decode (upstream #161).
+                let mut result = Vec::with_capacity((n as usize).min(PREALLOCATE_MAX));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1102,7 +1108,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Compact array length {} exceeds remaining {} bytes", n - 1, buf.remaining());
                 }
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(PREALLOCATE_MAX));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
