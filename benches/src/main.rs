@@ -201,14 +201,18 @@ impl Report {
                 p50_ms: Some(f64::from(p.p50_us) / 1000.0),
                 p99_ms: Some(f64::from(p.p99_us) / 1000.0),
             });
-            let c = &run.consume;
-            rows.push(Row {
-                label: format!("{} consume", run.name),
-                mb_s: mb_per_s(c.bytes, c.secs),
-                rec_s: Some(c.records as f64 / c.secs),
-                p50_ms: None,
-                p99_ms: None,
-            });
+            for (label, c) in [
+                ("consume", &run.consume),
+                ("consume (defaults)", &run.consume_defaults),
+            ] {
+                rows.push(Row {
+                    label: format!("{} {label}", run.name),
+                    mb_s: mb_per_s(c.bytes, c.secs),
+                    rec_s: Some(c.records as f64 / c.secs),
+                    p50_ms: None,
+                    p99_ms: None,
+                });
+            }
         }
         rows
     }
@@ -217,6 +221,8 @@ impl Report {
     fn ratios(&self) -> Vec<(String, f64)> {
         let produce = |r: &BrokerRun| mb_per_s(r.produce.bytes, r.produce.secs);
         let consume = |r: &BrokerRun| mb_per_s(r.consume.bytes, r.consume.secs);
+        let consume_defaults =
+            |r: &BrokerRun| mb_per_s(r.consume_defaults.bytes, r.consume_defaults.secs);
         let mut out = Vec::new();
         if let Some(s) = &self.sediment {
             if let Some(p) = &self.peer {
@@ -228,6 +234,10 @@ impl Report {
                     format!("sediment consume / {} consume", p.name),
                     consume(s) / consume(p),
                 ));
+                out.push((
+                    format!("sediment consume / {} consume (defaults)", p.name),
+                    consume_defaults(s) / consume_defaults(p),
+                ));
             }
             if let Some(i) = &self.iperf {
                 out.push((
@@ -237,6 +247,10 @@ impl Report {
                 out.push((
                     "sediment consume / loopback ceiling".to_string(),
                     consume(s) / i.mb_per_s(),
+                ));
+                out.push((
+                    "sediment consume (defaults) / loopback ceiling".to_string(),
+                    consume_defaults(s) / i.mb_per_s(),
                 ));
             }
         }
@@ -274,6 +288,7 @@ impl Report {
         let broker = |r: &BrokerRun| {
             let p = &r.produce;
             let c = &r.consume;
+            let d = &r.consume_defaults;
             json!({
                 "name": r.name,
                 "version": r.version,
@@ -294,6 +309,13 @@ impl Report {
                     "mb_per_s": mb_per_s(c.bytes, c.secs),
                     "records_per_s": c.records as f64 / c.secs,
                     "first_record_after_assign_s": c.first_message_secs,
+                },
+                "consume_librdkafka_defaults": {
+                    "records": d.records,
+                    "bytes": d.bytes,
+                    "seconds": d.secs,
+                    "mb_per_s": mb_per_s(d.bytes, d.secs),
+                    "records_per_s": d.records as f64 / d.secs,
                 },
             })
         };

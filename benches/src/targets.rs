@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::procs::{ChildGuard, free_port, run_with_timeout, wait_for_connect, wait_for_listen};
-use crate::workload::{self, ConsumeStats, Payloads, ProduceStats, Workload};
+use crate::workload::{self, ConsumeStats, ConsumerProfile, Payloads, ProduceStats, Workload};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,7 +75,10 @@ pub struct BrokerRun {
     pub name: String,
     pub version: String,
     pub produce: ProduceStats,
+    /// Consume with large fetches.
     pub consume: ConsumeStats,
+    /// Consume again with librdkafka's default fetch settings.
+    pub consume_defaults: ConsumeStats,
 }
 
 /// Creates the topic, produces, consumes, printing figures as it goes.
@@ -84,7 +87,7 @@ fn run_workload(
     bootstrap: &str,
     w: &Workload,
     payloads: &Payloads,
-) -> Result<(ProduceStats, ConsumeStats)> {
+) -> Result<(ProduceStats, ConsumeStats, ConsumeStats)> {
     let t = Instant::now();
     workload::create_topic(bootstrap, w).context("creating the topic")?;
     println!(
@@ -104,16 +107,25 @@ fn run_workload(
         f64::from(p.p99_us) / 1000.0,
         f64::from(p.max_us) / 1000.0,
     );
-    let c = workload::consume(bootstrap, w)?;
-    println!(
-        "  {name} consume: {} records in {:.3} s = {:.1} MB/s, {:.0} rec/s (first record {:.3} s after assign); count verified",
-        c.records,
-        c.secs,
-        workload::mb_per_s(c.bytes, c.secs),
-        c.records as f64 / c.secs,
-        c.first_message_secs,
-    );
-    Ok((p, c))
+    let mut consumed = Vec::new();
+    for (label, profile) in [
+        ("tuned", ConsumerProfile::Tuned),
+        ("librdkafka defaults", ConsumerProfile::Defaults),
+    ] {
+        let c = workload::consume(bootstrap, w, profile)?;
+        println!(
+            "  {name} consume ({label}): {} records in {:.3} s = {:.1} MB/s, {:.0} rec/s (first record {:.3} s after assign); count verified",
+            c.records,
+            c.secs,
+            workload::mb_per_s(c.bytes, c.secs),
+            c.records as f64 / c.secs,
+            c.first_message_secs,
+        );
+        consumed.push(c);
+    }
+    let defaults = consumed.pop().expect("two consume runs");
+    let c = consumed.pop().expect("two consume runs");
+    Ok((p, c, defaults))
 }
 
 /// `<bin> --version`, first line, or "unknown".
@@ -168,10 +180,11 @@ pub fn run_sediment(
         data_dir.display(),
         filesystem_of(&data_dir)
     );
-    let (produce, consume) = match run_workload("sediment", &bootstrap, w, payloads) {
-        Ok(r) => r,
-        Err(e) => bail!("{e:#}\nlast lines of sediment's log:\n{}", child.log_tail()),
-    };
+    let (produce, consume, consume_defaults) =
+        match run_workload("sediment", &bootstrap, w, payloads) {
+            Ok(r) => r,
+            Err(e) => bail!("{e:#}\nlast lines of sediment's log:\n{}", child.log_tail()),
+        };
     let status = child.terminate(STOP_TIMEOUT)?;
     if !status.success() {
         bail!(
@@ -185,6 +198,7 @@ pub fn run_sediment(
         version: version_of(bin),
         produce,
         consume,
+        consume_defaults,
     })
 }
 
@@ -237,7 +251,8 @@ pub fn run_tansu(bin: &Path, w: &Workload, payloads: &Payloads) -> Result<Broker
         child.id()
     );
     let bootstrap = addr.to_string();
-    let (produce, consume) = match run_workload("tansu", &bootstrap, w, payloads) {
+    let (produce, consume, consume_defaults) = match run_workload("tansu", &bootstrap, w, payloads)
+    {
         Ok(r) => r,
         Err(e) => bail!("{e:#}\nlast lines of tansu's log:\n{}", child.log_tail()),
     };
@@ -249,6 +264,7 @@ pub fn run_tansu(bin: &Path, w: &Workload, payloads: &Payloads) -> Result<Broker
         version: version_of(bin),
         produce,
         consume,
+        consume_defaults,
     })
 }
 

@@ -292,28 +292,40 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// How the consumer is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerProfile {
+    /// Large fetches (10 MB per partition), short fetch waits, a deep local queue.
+    Tuned,
+    /// librdkafka's defaults (1 MB per partition per fetch, `fetch.wait.max.ms=500`).
+    Defaults,
+}
+
 /// Consumes every record from the beginning of every partition with `assign` (no group
-/// membership) and large fetches. Fails unless exactly N records of the right size arrive with
+/// membership), with the fetch settings of `profile`. Fails unless exactly N records of the right size arrive with
 /// offsets increasing in each partition; warns if the watermarks do not add up to N.
-pub fn consume(bootstrap: &str, w: &Workload) -> Result<ConsumeStats> {
+pub fn consume(bootstrap: &str, w: &Workload, profile: ConsumerProfile) -> Result<ConsumeStats> {
     // librdkafka's assign() needs a group.id ("Local: Unknown group" without one); assign never
     // joins the group and nothing is committed.
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("sediment-bench-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.min.bytes", "1")
-        .set("queued.max.messages.kbytes", "262144")
-        .set("queued.min.messages", "1000000")
-        .set("check.crcs", "false")
-        .create()
-        .context("cannot create the consumer")?;
+        .set("auto.offset.reset", "earliest");
+    if profile == ConsumerProfile::Tuned {
+        config
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "10485760")
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.min.bytes", "1")
+            .set("queued.max.messages.kbytes", "262144")
+            .set("queued.min.messages", "1000000")
+            .set("check.crcs", "false");
+    }
+    let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
 
     // The partitions' watermarks should add up to N. Not every broker reports them right
     // (tansu 0.6 answers ListOffsets "latest" short of the last records), so a mismatch is

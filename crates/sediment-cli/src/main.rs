@@ -3,6 +3,13 @@
 mod serve;
 mod settings;
 
+/// mimalloc instead of the system allocator: request and fetch buffers are megabytes each, and
+/// glibc serves those with a fresh mmap per allocation, so every fetch paid page faults to
+/// fault the buffer in and munmap to give it back (16% of broker CPU in the consume benchmark,
+/// see docs/performance.md). mimalloc reuses freed memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
