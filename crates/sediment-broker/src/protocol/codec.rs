@@ -121,7 +121,7 @@ pub fn encode_response(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(size_hint(body, version));
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -130,6 +130,16 @@ pub fn encode_response(
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Bytes to reserve for a response frame. Fetch responses carry megabytes of records; sizing
+/// the buffer once avoids growing it by doubling (which copied a 10 MB response about twice over).
+fn size_hint(body: &ResponseKind, version: i16) -> usize {
+    const SMALL: usize = 512;
+    match body {
+        ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(SMALL) + 64,
+        _ => SMALL,
+    }
 }
 
 /// The answer to an unknown API or unsupported version. For ApiVersions it is a v0
