@@ -6,8 +6,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{FetchRequest, TopicName};
 use rdkafka::admin::{
     AdminOptions, AlterConfig, ConfigResource, NewPartitions, NewTopic, OwnedResourceSpecifier,
     ResourceSpecifier, TopicReplication,
@@ -18,6 +16,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Timestamp, TopicPartitionList};
 use sediment_log::BatchHeader;
+use sediment_tests::fetch_request;
 use sediment_tests::kafka::{admin, consume, consumer, create_topic, payload, producer};
 use sediment_tests::{Broker, RawClient, run_with_timeout};
 
@@ -136,20 +135,7 @@ fn as_rec(m: &rdkafka::message::OwnedMessage) -> Rec {
 /// Fetches raw batches with our own client, to see exactly what the broker serves.
 fn raw_fetch(bootstrap: &str, topic: &str, partition: i32, offset: i64, max_bytes: i32) -> Bytes {
     let mut c = RawClient::connect(bootstrap).expect("connect");
-    let req = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(max_bytes)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName(topic.to_string().into()))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(partition)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(max_bytes),
-                ]),
-        ]);
+    let req = fetch_request(topic, partition, offset, max_bytes);
     let resp = c.request(11, &req).expect("fetch");
     let p = &resp.responses[0].partitions[0];
     assert_eq!(p.error_code, 0, "fetch error");

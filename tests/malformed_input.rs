@@ -5,55 +5,34 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, MetadataRequest, ProduceRequest,
-    TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::Decodable;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use rdkafka::producer::FutureRecord;
 use sediment_tests::kafka::{consume, create_topic, producer};
 use sediment_tests::{Broker, RawClient};
+use sediment_tests::{encode_batch, fetch_request, record, with_topic_id};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn batch(values: &[&[u8]], compression: Compression) -> Bytes {
-    let records: Vec<Record> = values
+    let records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_750_000_000_000,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: IndexMap::new(),
+        .map(|(i, v)| {
+            record(
+                i as i64,
+                1_750_000_000_000,
+                None,
+                Some(Bytes::copy_from_slice(v)),
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    encode_batch(&records, compression)
 }
 
 fn produce_req(topic: &str, records: Bytes, acks: i16) -> ProduceRequest {
@@ -294,20 +273,7 @@ async fn unknown_topics_and_offsets_in_fetch_get_their_error_codes() {
     create_topic(&broker.kafka, "known", 1, &[]).await;
     let mut c = RawClient::connect(&broker.kafka).unwrap();
     let fetch = |topic: &str, id: Uuid, offset: i64| {
-        FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName(topic.to_string().into()))
-                    .with_topic_id(id)
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_fetch_offset(offset)
-                            .with_partition_max_bytes(1 << 20),
-                    ]),
-            ])
+        with_topic_id(fetch_request(topic, 0, offset, 1 << 20), id)
     };
     let r = c.request(11, &fetch("missing", Uuid::nil(), 0)).unwrap();
     assert_eq!(r.responses[0].partitions[0].error_code, 3);

@@ -5,11 +5,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{MetadataRequest, TopicName};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
+use sediment_tests::fetch_request;
 use sediment_tests::kafka::{consume, consumer, create_topic, producer};
 use sediment_tests::{Broker, BrokerOptions, RawClient, run_with_timeout, sediment_bin, wait_for};
 
@@ -229,20 +229,9 @@ fn sigterm_answers_a_pending_long_poll_and_exits_zero() {
             ])),
     )
     .unwrap();
-    let req = FetchRequest::default()
+    let req = fetch_request("idle", 0, 0, 1 << 20)
         .with_max_wait_ms(30_000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName("idle".into()))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
+        .with_min_bytes(1);
     let frame = c.encode(11, &req).unwrap();
     c.send_frame(&frame).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -277,20 +266,9 @@ async fn long_poll_returns_when_data_arrives() {
     let addr = broker.kafka.clone();
     let fetcher = std::thread::spawn(move || {
         let mut c = RawClient::connect(&addr).unwrap();
-        let req = FetchRequest::default()
+        let req = fetch_request("poll", 0, 0, 1 << 20)
             .with_max_wait_ms(20_000)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName("poll".into()))
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_fetch_offset(0)
-                            .with_partition_max_bytes(1 << 20),
-                    ]),
-            ]);
+            .with_min_bytes(1);
         let started = Instant::now();
         let resp = c.request(11, &req).unwrap();
         (
@@ -325,20 +303,9 @@ async fn long_poll_returns_when_data_arrives() {
 
     // With min_bytes unmet, the answer comes after max_wait, empty.
     let mut c = RawClient::connect(&broker.kafka).unwrap();
-    let req = FetchRequest::default()
+    let req = fetch_request("poll", 0, 1, 1 << 20)
         .with_max_wait_ms(700)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName("poll".into()))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(1)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
+        .with_min_bytes(1);
     let started = Instant::now();
     let resp = c.request(11, &req).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(650));

@@ -3,36 +3,27 @@
 //! with batches encoded by `kafka-protocol` for every codec, over a raw connection.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 use sediment_log::BatchHeader;
 use sediment_tests::{Broker, RawClient};
+use sediment_tests::{fetch_request, record};
 
 fn records(n: usize, base_ts: i64) -> Vec<Record> {
     (0..n)
         .map(|i| {
-            let mut headers = IndexMap::new();
-            headers.insert("n".into(), Some(Bytes::from(i.to_string())));
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: base_ts + i as i64,
-                key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::from(format!("value {i} ").repeat(i % 20 + 1))),
-                headers,
-            }
+            let mut r = record(
+                i as i64,
+                base_ts + i as i64,
+                (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
+                Some(Bytes::from(format!("value {i} ").repeat(i % 20 + 1))),
+            );
+            r.headers
+                .insert("n".into(), Some(Bytes::from(i.to_string())));
+            r
         })
         .collect()
 }
@@ -87,19 +78,7 @@ async fn batches_are_served_byte_for_byte_as_produced() {
             );
             sent.push(batch);
         }
-        let fetch = FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_max_bytes(1 << 24)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName(topic.clone().into()))
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_fetch_offset(0)
-                            .with_partition_max_bytes(1 << 24),
-                    ]),
-            ]);
+        let fetch = fetch_request(&topic, 0, 0, 1 << 24);
         let resp = c.request(12, &fetch).unwrap();
         let part = &resp.responses[0].partitions[0];
         assert_eq!(

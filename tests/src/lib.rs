@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Request};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 /// Longest wait for a broker to start or stop.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -352,6 +357,66 @@ impl RawClient {
         );
         R::Response::decode(&mut buf, version)
     }
+}
+
+/// A Fetch request for one partition from `offset`, at most `max_bytes`, answered at once
+/// (`max_wait_ms` and `min_bytes` 0; set them on the result for a long poll).
+pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(topic.to_string().into()))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(max_bytes),
+                ]),
+        ])
+}
+
+/// The same request naming its topic by id (Fetch v13+).
+pub fn with_topic_id(mut req: FetchRequest, id: uuid::Uuid) -> FetchRequest {
+    req.topics[0].topic_id = id;
+    req
+}
+
+/// A plain record at `offset` (relative to its batch) for `kafka-protocol`'s batch encoder.
+pub fn record(offset: i64, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // kafka-protocol starts a new batch whenever offset - sequence changes.
+        sequence: offset as i32,
+        timestamp,
+        key,
+        value,
+        headers: IndexMap::new(),
+    }
+}
+
+/// Encodes `records` as one v2 batch with `compression`.
+pub fn encode_batch(records: &[Record], compression: Compression) -> Bytes {
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
 }
 
 /// Python interpreter with the test clients installed.

@@ -325,10 +325,7 @@ impl Broker {
                 dir.display()
             ))
         })?;
-        config
-            .topic_defaults
-            .validate()
-            .map_err(BrokerError::InvalidConfig)?;
+        config.log.validate().map_err(BrokerError::InvalidConfig)?;
         let identity = load_or_create_identity(dir, config.node_id, config.cluster_id.as_deref())?;
         remove_deleted_dirs(dir);
         let store: Box<dyn MetadataStore> = Box::new(FileMetadataStore::new(dir));
@@ -364,7 +361,7 @@ impl Broker {
     }
 
     fn open_topic(&self, record: &TopicRecord) -> Result<Arc<Topic>, BrokerError> {
-        let effective = self.config.topic_defaults.effective(&record.configs)?;
+        let effective = self.config.log.effective(&record.configs)?;
         let name: Arc<str> = Arc::from(record.name.as_str());
         let mut partitions = Vec::with_capacity(record.partitions as usize);
         for index in 0..record.partitions {
@@ -541,7 +538,7 @@ impl Broker {
         for (k, v) in &new.configs {
             validate_entry(k, v)?;
         }
-        let effective = self.config.topic_defaults.effective(&new.configs)?;
+        let effective = self.config.log.effective(&new.configs)?;
         let _admin = self.admin.lock();
         if self.topic(&new.name).is_some() {
             return Err(BrokerError::TopicAlreadyExists(new.name));
@@ -564,13 +561,19 @@ impl Broker {
             }));
         }
         let topic = self.open_topic(&record)?;
-        let mut records: Vec<TopicRecord> = self.topics().iter().map(|t| t.record()).collect();
-        records.push(record);
-        self.store.save_topics(&records)?;
+        self.persist(|records| records.push(record))?;
         let mut maps = self.topics.write();
         maps.by_id.insert(topic.id, Arc::clone(&topic));
         maps.by_name.insert(topic.name.clone(), Arc::clone(&topic));
         Ok(topic)
+    }
+
+    /// Durably saves the topic registry as it is now with `edit` applied, before the change
+    /// takes effect in memory. Callers hold the admin lock.
+    fn persist(&self, edit: impl FnOnce(&mut Vec<TopicRecord>)) -> Result<(), BrokerError> {
+        let mut records: Vec<TopicRecord> = self.topics().iter().map(|t| t.record()).collect();
+        edit(&mut records);
+        self.store.save_topics(&records)
     }
 
     /// Deletes a topic and its data.
@@ -579,13 +582,7 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .filter(|t| t.name != name)
-            .map(|t| t.record())
-            .collect();
-        self.store.save_topics(&records)?;
+        self.persist(|records| records.retain(|r| r.name != name))?;
         {
             let mut maps = self.topics.write();
             maps.by_name.remove(name);
@@ -646,18 +643,12 @@ impl Broker {
         for index in current..count {
             added.push(self.open_partition(&Arc::from(name), index, &effective)?);
         }
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .map(|t| {
-                let mut r = t.record();
-                if r.name == name {
-                    r.partitions = count;
-                }
-                r
-            })
-            .collect();
-        self.store.save_topics(&records)?;
+        self.persist(|records| {
+            records
+                .iter_mut()
+                .filter(|r| r.name == name)
+                .for_each(|r| r.partitions = count)
+        })?;
         topic.partitions.write().extend(added);
         Ok(())
     }
@@ -672,7 +663,7 @@ impl Broker {
         for (k, v) in &overrides {
             validate_entry(k, v)?;
         }
-        let effective = self.config.topic_defaults.effective(&overrides)?;
+        let effective = self.config.log.effective(&overrides)?;
         let _admin = self.admin.lock();
         let topic = self
             .topic(name)
@@ -680,18 +671,12 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .map(|t| {
-                let mut r = t.record();
-                if r.name == name {
-                    r.configs = overrides.clone();
-                }
-                r
-            })
-            .collect();
-        self.store.save_topics(&records)?;
+        self.persist(|records| {
+            records
+                .iter_mut()
+                .filter(|r| r.name == name)
+                .for_each(|r| r.configs = overrides.clone())
+        })?;
         *topic.configs.write() = TopicConfigs {
             overrides,
             effective: effective.clone(),
@@ -797,7 +782,9 @@ impl Broker {
     /// Runs the flusher and the retention checker until `shutdown`.
     pub async fn run_background(self: Arc<Self>, shutdown: CancellationToken) {
         let mut flush = tokio::time::interval(self.config.flush_check_interval);
-        let mut retention = tokio::time::interval(self.config.retention_check_interval);
+        let mut retention = tokio::time::interval(std::time::Duration::from_millis(
+            self.config.log.retention_check_interval_ms,
+        ));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::topic_config::TopicDefaults;
+use crate::topic_config::LogDefaults;
 
 /// Everything the broker needs to run.
 #[derive(Debug, Clone)]
@@ -33,10 +33,8 @@ pub struct BrokerConfig {
     pub max_decompressed_batch_bytes: usize,
     /// `max.connections`: connections beyond this wait in the accept queue.
     pub max_connections: usize,
-    /// Broker defaults for topic configs.
-    pub topic_defaults: TopicDefaults,
-    /// `log.retention.check.interval.ms`.
-    pub retention_check_interval: Duration,
+    /// Broker defaults for topic configs, and the retention interval.
+    pub log: LogDefaults,
     /// How often the flusher looks for partitions whose `flush.ms` has passed.
     pub flush_check_interval: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -58,8 +56,7 @@ impl BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_decompressed_batch_bytes: 64 * 1024 * 1024,
             max_connections: 10_000,
-            topic_defaults: TopicDefaults::default(),
-            retention_check_interval: Duration::from_secs(300),
+            log: LogDefaults::default(),
             flush_check_interval: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(30),
         }

@@ -26,5 +26,5 @@ pub use errors::BrokerError;
 pub use metrics::Metrics;
 pub use server::serve_kafka;
 pub use store::{FileMetadataStore, MetadataStore, TopicRecord};
-pub use topic_config::{CONFIG_DEFS, TopicDefaults};
+pub use topic_config::{CONFIG_DEFS, LogDefaults};
 pub use validate::{BatchLimits, validate_batch};

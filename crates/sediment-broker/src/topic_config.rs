@@ -13,10 +13,11 @@ use crate::errors::BrokerError;
 /// Kafka's "no limit" for long-valued configs such as `flush.messages`.
 const LONG_MAX: i64 = i64::MAX;
 
-/// Broker-wide defaults for topic configs (the `log.*` broker settings in Kafka).
+/// The `[log]` settings: broker-wide defaults for topic configs (Kafka's `log.*` broker
+/// settings) and how often retention runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TopicDefaults {
+pub struct LogDefaults {
     /// `log.segment.bytes` -> `segment.bytes`.
     pub segment_bytes: i64,
     /// `log.roll.ms` -> `segment.ms`.
@@ -37,9 +38,11 @@ pub struct TopicDefaults {
     pub message_timestamp_type: String,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i64,
+    /// `log.retention.check.interval.ms`: how often retention runs (not a topic config).
+    pub retention_check_interval_ms: u64,
 }
 
-impl Default for TopicDefaults {
+impl Default for LogDefaults {
     fn default() -> Self {
         Self {
             segment_bytes: 1 << 30,
@@ -52,6 +55,7 @@ impl Default for TopicDefaults {
             max_message_bytes: 1_048_588,
             message_timestamp_type: "CreateTime".into(),
             min_insync_replicas: 1,
+            retention_check_interval_ms: 300_000,
         }
     }
 }
@@ -84,7 +88,7 @@ pub struct ConfigDef {
     pub kind: ConfigType,
     /// One-line documentation.
     pub doc: &'static str,
-    default: fn(&TopicDefaults) -> String,
+    default: fn(&LogDefaults) -> String,
     validate: fn(&str) -> Result<(), String>,
 }
 
@@ -290,9 +294,12 @@ impl PartialEq for ConfigDef {
 }
 impl Eq for ConfigDef {}
 
-impl TopicDefaults {
+impl LogDefaults {
     /// Checks every default as if it were a topic override; the error names the broker setting.
     pub fn validate(&self) -> Result<(), String> {
+        if self.retention_check_interval_ms == 0 {
+            return Err("log.retention_check_interval_ms (Kafka: log.retention.check.interval.ms): must be at least 1".into());
+        }
         for def in CONFIG_DEFS {
             (def.validate)(&(def.default)(self)).map_err(|reason| {
                 format!("log.{} (Kafka: {}): {reason}", def.setting, def.broker_name)
@@ -376,7 +383,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_map_to_log_config() {
-        let d = TopicDefaults::default();
+        let d = LogDefaults::default();
         d.validate().unwrap();
         let e = d.effective(&BTreeMap::new()).unwrap();
         assert_eq!(e.log.segment_bytes, 1 << 30);
@@ -388,7 +395,7 @@ mod tests {
 
     #[test]
     fn overrides_win_and_long_max_means_never() {
-        let d = TopicDefaults::default();
+        let d = LogDefaults::default();
         let o = BTreeMap::from([
             ("retention.ms".to_string(), "-1".to_string()),
             ("flush.ms".to_string(), i64::MAX.to_string()),
@@ -425,9 +432,9 @@ mod tests {
             .to_string();
         assert!(e.contains("compact"), "{e}");
         validate_entry("cleanup.policy", "delete").unwrap();
-        let d = TopicDefaults {
+        let d = LogDefaults {
             segment_bytes: 5,
-            ..TopicDefaults::default()
+            ..LogDefaults::default()
         };
         let e = d.validate().unwrap_err();
         assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use sediment_broker::{BrokerConfig, TopicDefaults};
+use sediment_broker::{BrokerConfig, LogDefaults};
 use serde::{Deserialize, Serialize};
 
 /// Everything `sediment serve` reads.
@@ -27,8 +27,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Admin HTTP listener.
     pub admin: AdminSettings,
-    /// Defaults of topic configs and log maintenance.
-    pub log: LogSettings,
+    /// Defaults of topic configs (Kafka's `log.*` broker settings) and the retention interval.
+    pub log: LogDefaults,
     /// Process logging.
     pub logging: LoggingSettings,
 }
@@ -66,34 +66,6 @@ pub struct AdminSettings {
     pub listen: String,
 }
 
-/// `[log]`: Kafka's `log.*` broker settings under shorter names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    /// `log.segment.bytes`.
-    pub segment_bytes: i64,
-    /// `log.roll.ms`.
-    pub segment_ms: i64,
-    /// `log.retention.bytes` (-1: unlimited).
-    pub retention_bytes: i64,
-    /// `log.retention.ms` (-1: unlimited).
-    pub retention_ms: i64,
-    /// `log.flush.interval.messages` (-1: never by count).
-    pub flush_messages: i64,
-    /// `log.flush.interval.ms` (-1: never by time).
-    pub flush_ms: i64,
-    /// `log.index.interval.bytes`.
-    pub index_interval_bytes: i64,
-    /// `message.max.bytes`.
-    pub max_message_bytes: i64,
-    /// `log.message.timestamp.type`.
-    pub message_timestamp_type: String,
-    /// `min.insync.replicas`.
-    pub min_insync_replicas: i64,
-    /// `log.retention.check.interval.ms`.
-    pub retention_check_interval_ms: u64,
-}
-
 /// `[logging]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,7 +84,7 @@ impl Default for Settings {
             cluster_id: None,
             kafka: KafkaSettings::default(),
             admin: AdminSettings::default(),
-            log: LogSettings::default(),
+            log: LogDefaults::default(),
             logging: LoggingSettings::default(),
         }
     }
@@ -139,26 +111,6 @@ impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:9644".into(),
-        }
-    }
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        let d = TopicDefaults::default();
-        Self {
-            segment_bytes: d.segment_bytes,
-            segment_ms: d.segment_ms,
-            retention_bytes: d.retention_bytes,
-            retention_ms: d.retention_ms,
-            flush_messages: d.flush_messages,
-            flush_ms: d.flush_ms,
-            index_interval_bytes: d.index_interval_bytes,
-            max_message_bytes: d.max_message_bytes,
-            message_timestamp_type: d.message_timestamp_type,
-            min_insync_replicas: d.min_insync_replicas,
-            retention_check_interval_ms: BrokerConfig::new(".").retention_check_interval.as_millis()
-                as u64,
         }
     }
 }
@@ -284,10 +236,7 @@ impl Settings {
         if self.kafka.max_connections == 0 {
             bail!("invalid setting kafka.max_connections=0: must be at least 1");
         }
-        if self.log.retention_check_interval_ms == 0 {
-            bail!("invalid setting log.retention_check_interval_ms=0: must be at least 1");
-        }
-        self.topic_defaults()
+        self.log
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid setting {e}"))?;
         if self.node_id < 0 {
@@ -303,23 +252,6 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .with_context(|| format!("invalid setting logging.level={}", self.logging.level))?;
         Ok(())
-    }
-
-    /// The `[log]` section as topic config defaults.
-    pub fn topic_defaults(&self) -> TopicDefaults {
-        let l = &self.log;
-        TopicDefaults {
-            segment_bytes: l.segment_bytes,
-            segment_ms: l.segment_ms,
-            retention_bytes: l.retention_bytes,
-            retention_ms: l.retention_ms,
-            flush_messages: l.flush_messages,
-            flush_ms: l.flush_ms,
-            index_interval_bytes: l.index_interval_bytes,
-            max_message_bytes: l.max_message_bytes,
-            message_timestamp_type: l.message_timestamp_type.clone(),
-            min_insync_replicas: l.min_insync_replicas,
-        }
     }
 
     /// The broker's config, given the address the Kafka listener actually bound.
@@ -343,8 +275,7 @@ impl Settings {
         c.socket_request_max_bytes = self.kafka.socket_request_max_bytes as usize;
         c.max_decompressed_batch_bytes = self.kafka.max_decompressed_batch_bytes as usize;
         c.max_connections = self.kafka.max_connections;
-        c.topic_defaults = self.topic_defaults();
-        c.retention_check_interval = Duration::from_millis(self.log.retention_check_interval_ms);
+        c.log = self.log.clone();
         c.shutdown_timeout = Duration::from_millis(self.kafka.shutdown_timeout_ms);
         Ok(c)
     }

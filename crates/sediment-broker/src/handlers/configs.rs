@@ -92,7 +92,7 @@ fn describe_topic(
     Ok(ctx
         .broker
         .config()
-        .topic_defaults
+        .log
         .describe(&overrides)
         .into_iter()
         .map(|c| {
@@ -199,12 +199,12 @@ fn describe_broker(
         ),
         (
             "log.retention.check.interval.ms",
-            c.retention_check_interval.as_millis().to_string(),
+            c.log.retention_check_interval_ms.to_string(),
             ConfigType::Long,
             "How often retention runs.",
         ),
     ];
-    let defaults = c.topic_defaults.describe(&BTreeMap::new());
+    let defaults = c.log.describe(&BTreeMap::new());
     for d in &defaults {
         entries.push((d.def.broker_name, d.value.clone(), d.def.kind, d.def.doc));
     }
@@ -284,13 +284,8 @@ pub(super) fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResp
             let resp = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
-            match result {
-                Ok(()) => resp.with_error_message(None),
-                Err(e) => {
-                    let (code, message) = ctx.error(&e);
-                    resp.with_error_code(code).with_error_message(message)
-                }
-            }
+            let (code, message) = ctx.outcome(&result);
+            resp.with_error_code(code).with_error_message(message)
         })
         .collect();
     AlterConfigsResponse::default().with_responses(responses)
@@ -300,7 +295,7 @@ pub(super) fn incremental_alter(
     ctx: &Ctx<'_>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let defaults = &ctx.broker.config().topic_defaults;
+    let defaults = &ctx.broker.config().log;
     let responses = req
         .resources
         .into_iter()
@@ -361,13 +356,8 @@ pub(super) fn incremental_alter(
             let resp = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
-            match result {
-                Ok(()) => resp.with_error_message(None),
-                Err(e) => {
-                    let (code, message) = ctx.error(&e);
-                    resp.with_error_code(code).with_error_message(message)
-                }
-            }
+            let (code, message) = ctx.outcome(&result);
+            resp.with_error_code(code).with_error_message(message)
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)

@@ -46,6 +46,14 @@ impl Ctx<'_> {
         (self.code(e.code()), e.message())
     }
 
+    /// (error code, error message) of an outcome: (0, None) for success, counted otherwise.
+    pub(crate) fn outcome<T>(&self, result: &Result<T, BrokerError>) -> (i16, Option<StrBytes>) {
+        match result {
+            Ok(_) => (0, None),
+            Err(e) => self.error(e),
+        }
+    }
+
     pub(crate) fn node(&self) -> BrokerId {
         BrokerId(self.broker.node_id())
     }

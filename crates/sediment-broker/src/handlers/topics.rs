@@ -78,7 +78,7 @@ pub(super) fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTo
                     let overrides = topic.overrides();
                     let configs = broker
                         .config()
-                        .topic_defaults
+                        .log
                         .describe(&overrides)
                         .into_iter()
                         .map(|c| {
@@ -192,13 +192,8 @@ pub(super) fn create_partitions(
                 broker.create_partitions(&t.name, t.count, req.validate_only)
             })();
             let resp = CreatePartitionsTopicResult::default().with_name(t.name);
-            match result {
-                Ok(()) => resp.with_error_message(None),
-                Err(e) => {
-                    let (code, message) = ctx.error(&e);
-                    resp.with_error_code(code).with_error_message(message)
-                }
-            }
+            let (code, message) = ctx.outcome(&result);
+            resp.with_error_code(code).with_error_message(message)
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
