@@ -12,7 +12,7 @@ fn summary(script: &str) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{script}: bad summary {last:?}: {e}"))
 }
 
-fn check(v: &serde_json::Value, partitions: i64) {
+fn assert_summary(v: &serde_json::Value, partitions: i64) {
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         assert_eq!(v[format!("codec_{codec}")], 303, "{codec}: {v}");
     }
@@ -29,10 +29,10 @@ fn check(v: &serde_json::Value, partitions: i64) {
 
 #[test]
 fn confluent_kafka_produces_consumes_and_administers() {
-    check(&summary("confluent_kafka_client.py"), 12);
+    assert_summary(&summary("confluent_kafka_client.py"), 12);
 }
 
 #[test]
 fn kafka_python_produces_consumes_and_administers() {
-    check(&summary("kafka_python_client.py"), 9);
+    assert_summary(&summary("kafka_python_client.py"), 9);
 }
