@@ -55,6 +55,10 @@ struct Args {
     /// Skip the peer broker (tansu).
     #[arg(long)]
     skip_peer: bool,
+    /// Pin the broker processes to these CPUs (`taskset -c LIST`, e.g. `1`). Run the harness
+    /// itself under `taskset -c 0` to give client and broker one core each.
+    #[arg(long, value_name = "LIST")]
+    broker_cpus: Option<String>,
     /// Parent directory for Sediment's temporary data directory (default: $TMPDIR or /tmp).
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
@@ -104,6 +108,7 @@ fn run() -> Result<()> {
         batch_bytes: args.batch_bytes,
         queue_kbytes: args.queue_kbytes,
         phase_timeout: Duration::from_secs(args.phase_timeout_secs),
+        broker_cpus: args.broker_cpus.clone(),
     };
     let payloads = Payloads::new(args.record_bytes);
 

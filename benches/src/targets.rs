@@ -160,7 +160,7 @@ pub fn run_sediment(
     let data_dir = dir.path().join("data");
     let listeners = dir.path().join("listeners.json");
     let log = dir.path().join("sediment.log");
-    let mut cmd = Command::new(bin);
+    let mut cmd = broker_command(bin, w);
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(&data_dir)
@@ -226,6 +226,18 @@ fn wait_for_listeners_file(path: &Path, child: &mut ChildGuard) -> Result<String
     }
 }
 
+/// `bin`, under `taskset -c <cpus>` when the workload pins brokers.
+fn broker_command(bin: &Path, w: &Workload) -> Command {
+    match &w.broker_cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// Starts `tansu broker` with the in-memory storage engine on a free port, runs the workload,
 /// then kills it.
 pub fn run_tansu(bin: &Path, w: &Workload, payloads: &Payloads) -> Result<BrokerRun> {
@@ -233,7 +245,7 @@ pub fn run_tansu(bin: &Path, w: &Workload, payloads: &Payloads) -> Result<Broker
     let log = dir.path().join("tansu.log");
     let port = free_port()?;
     let url = format!("tcp://127.0.0.1:{port}");
-    let mut cmd = Command::new(bin);
+    let mut cmd = broker_command(bin, w);
     cmd.args([
         "broker",
         "--storage-engine",

@@ -27,6 +27,8 @@ pub struct Workload {
     pub queue_kbytes: u32,
     /// Upper bound for each of: topic creation, produce, consume.
     pub phase_timeout: Duration,
+    /// CPUs the broker processes are pinned to (`taskset -c`), to separate them from the client.
+    pub broker_cpus: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -201,14 +201,16 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
-/// Marks the batch as `LogAppendTime` with `timestamp` as its max timestamp, and recomputes the
-/// CRC (attributes and timestamps are covered by it). `batch` must hold the whole batch.
-pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
-    let attributes = be_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&timestamp.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+/// Marks a batch as `LogAppendTime` with `timestamp` as its max timestamp, and recomputes the
+/// CRC (attributes and timestamps are covered by it). The batch is given as its fixed header
+/// `head` (at least [`HEADER_SIZE`] bytes, rewritten) and the `records` that follow it, so the
+/// append path can patch a copy of the header without copying the records.
+pub fn set_log_append_time(head: &mut [u8], records: &[u8], timestamp: i64) {
+    let attributes = be_i16(head, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
+    head[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    head[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&timestamp.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_OFFSET..]), records);
+    head[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -289,7 +291,8 @@ pub(crate) mod tests {
     #[test]
     fn log_append_time_rewrites_and_recomputes_crc() {
         let mut b = make_batch(2, 5, 4);
-        set_log_append_time(&mut b, 99);
+        let (head, records) = b.split_at_mut(HEADER_SIZE);
+        set_log_append_time(head, records, 99);
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
         assert_eq!(h.max_timestamp(), 99);

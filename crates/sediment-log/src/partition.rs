@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
@@ -74,7 +74,6 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     unflushed_messages: u64,
     last_flush_ms: i64,
-    scratch: Vec<u8>,
 }
 
 impl PartitionLog {
@@ -127,7 +126,6 @@ impl PartitionLog {
             segments,
             unflushed_messages: 0,
             last_flush_ms: now,
-            scratch: Vec::new(),
         })
     }
 
@@ -204,19 +202,17 @@ impl PartitionLog {
         ) {
             self.roll()?;
         }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(batch);
-        batch::set_base_offset(&mut self.scratch, base_offset);
-        batch::set_partition_leader_epoch(&mut self.scratch, leader_epoch);
+        // Only the fixed header changes; the records are written straight from `batch`.
+        let (head, records) = batch.split_at(HEADER_SIZE);
+        let mut head: [u8; HEADER_SIZE] = head.try_into().expect("parsed header is complete");
+        batch::set_base_offset(&mut head, base_offset);
+        batch::set_partition_leader_epoch(&mut head, leader_epoch);
         let log_append_time = log_append_time.then(|| {
-            batch::set_log_append_time(&mut self.scratch, now);
+            batch::set_log_append_time(&mut head, records, now);
             now
         });
         let interval = self.config.index_interval_bytes;
-        let scratch = std::mem::take(&mut self.scratch);
-        let result = self.active_mut().append(&scratch, interval);
-        self.scratch = scratch;
-        result?;
+        self.active_mut().append(&head, records, interval)?;
         self.unflushed_messages += header.records_count().max(0) as u64;
         let flush_due = self
             .config
