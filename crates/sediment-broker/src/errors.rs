@@ -122,7 +122,7 @@ impl From<LogError> for BrokerError {
             LogError::BatchLargerThanSegment { .. } => Self::RecordListTooLarge(e.to_string()),
             LogError::OffsetOutOfRange { .. } => Self::OffsetOutOfRange(e.to_string()),
             LogError::InvalidConfig { .. } => Self::InvalidConfig(e.to_string()),
-            LogError::Io { .. } | LogError::Locked(_) => Self::Storage(e.to_string()),
+            LogError::Io { .. } => Self::Storage(e.to_string()),
         }
     }
 }

@@ -19,7 +19,7 @@ mod store;
 mod topic_config;
 mod validate;
 
-pub use admin::{AdminState, Health, router as admin_router, serve_admin};
+pub use admin::{AdminState, Health, serve_admin};
 pub use broker::{Broker, NewTopic, Partition, Topic};
 pub use config::BrokerConfig;
 pub use errors::BrokerError;

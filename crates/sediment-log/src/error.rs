@@ -59,9 +59,6 @@ pub enum LogError {
         /// Why.
         reason: String,
     },
-    /// The partition directory is held by another process.
-    #[error("log directory is locked by another process: {0}")]
-    Locked(PathBuf),
 }
 
 impl LogError {
@@ -70,10 +67,5 @@ impl LogError {
             path: path.into(),
             source,
         }
-    }
-
-    /// Whether the same call may succeed later (only I/O errors may).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Io { .. })
     }
 }

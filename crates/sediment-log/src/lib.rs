@@ -34,6 +34,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
 pub use layout::{DELETE_SUFFIX, parse_partition_dir_name, partition_dir_name};
-pub use partition::{AppendInfo, FlushHandle, OffsetAndTimestamp, PartitionLog, SegmentStats};
+pub use partition::{AppendInfo, FlushHandle, PartitionLog, SegmentStats};
 pub use retention::{SegmentSummary, roll_due, segments_to_delete};
 pub use segment::ReadSlice;

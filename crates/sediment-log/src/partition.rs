@@ -30,15 +30,6 @@ pub struct AppendInfo {
     pub flush_due: bool,
 }
 
-/// An offset with its timestamp, as ListOffsets returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OffsetAndTimestamp {
-    /// Offset.
-    pub offset: i64,
-    /// Timestamp in milliseconds.
-    pub timestamp: i64,
-}
-
 /// Size figures for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SegmentStats {
