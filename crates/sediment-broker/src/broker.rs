@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
+use crate::group::GroupCoordinator;
+use crate::group::offsets::FileOffsetStore;
 use crate::metrics::Metrics;
 use crate::store::{
     FileMetadataStore, MetadataStore, NodeIdentity, TopicRecord, load_or_create_identity,
@@ -282,8 +284,14 @@ pub struct Broker {
     topics: RwLock<TopicMaps>,
     admin: Mutex<()>,
     metrics: Arc<Metrics>,
+    groups: GroupCoordinator,
+    /// Reserved producer ids: (next to hand out, end of the block).
+    producer_ids: Mutex<(i64, i64)>,
     _dir_lock: File,
 }
+
+/// Producer ids reserved from the metadata store at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Kafka's topic name rules.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
@@ -330,6 +338,12 @@ impl Broker {
         remove_deleted_dirs(dir);
         let store: Box<dyn MetadataStore> = Box::new(FileMetadataStore::new(dir));
         let records = store.load_topics()?;
+        config
+            .group
+            .validate()
+            .map_err(BrokerError::InvalidConfig)?;
+        let offsets = Arc::new(FileOffsetStore::open(dir)?);
+        let groups = GroupCoordinator::new(config.group.clone(), Arc::clone(&clock), offsets);
         let broker = Self {
             config,
             identity,
@@ -338,6 +352,8 @@ impl Broker {
             topics: RwLock::new(TopicMaps::default()),
             admin: Mutex::new(()),
             metrics,
+            groups,
+            producer_ids: Mutex::new((0, 0)),
             _dir_lock: lock,
         };
         let started = Instant::now();
@@ -414,6 +430,23 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
+    }
+
+    /// A producer id never handed out before, by this run or an earlier one (InitProducerId).
+    pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut block = self.producer_ids.lock();
+        if block.0 >= block.1 {
+            let start = self.store.allocate_producer_ids(PRODUCER_ID_BLOCK)?;
+            *block = (start, start + PRODUCER_ID_BLOCK);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
     }
 
     /// Settings.
@@ -709,6 +742,10 @@ impl Broker {
         };
         let summary = validate_batch(records, &limits)?;
         let (info, flush) = partition.append(records, effective.log_append_time)?;
+        if info.duplicate {
+            self.metrics.duplicate_batches.inc();
+            return Ok(info);
+        }
         self.metrics.records_in.inc_by(summary.records as u64);
         if let Some(handle) = flush {
             let started = Instant::now();
@@ -785,12 +822,15 @@ impl Broker {
         let mut retention = tokio::time::interval(std::time::Duration::from_millis(
             self.config.log.retention_check_interval_ms,
         ));
+        let mut groups = tokio::time::interval(std::time::Duration::from_millis(100));
+        groups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = flush.tick() => self.flush_due_partitions().await,
+                _ = groups.tick() => self.groups.tick(),
                 _ = retention.tick() => {
                     let me = Arc::clone(&self);
                     let _ = tokio::task::spawn_blocking(move || me.apply_retention()).await;
@@ -799,10 +839,14 @@ impl Broker {
         }
     }
 
-    /// fsyncs every partition (shutdown).
+    /// fsyncs every partition and snapshots its producer state (shutdown), so the next start
+    /// need not replay the active segment.
     pub fn flush_all(&self) -> Result<(), BrokerError> {
         for p in self.all_partitions() {
-            match p.with_log(|log| Ok(log.flush()?)) {
+            match p.with_log(|log| {
+                log.flush()?;
+                Ok(log.write_producer_snapshot()?)
+            }) {
                 Ok(()) | Err(BrokerError::UnknownTopicOrPartition(_)) => {}
                 Err(e) => return Err(e),
             }

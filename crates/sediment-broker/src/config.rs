@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::group::GroupConfig;
 use crate::topic_config::LogDefaults;
 
 /// Everything the broker needs to run.
@@ -35,6 +36,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Broker defaults for topic configs, and the retention interval.
     pub log: LogDefaults,
+    /// Consumer group settings.
+    pub group: GroupConfig,
     /// How often the flusher looks for partitions whose `flush.ms` has passed.
     pub flush_check_interval: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -57,6 +60,7 @@ impl BrokerConfig {
             max_decompressed_batch_bytes: 64 * 1024 * 1024,
             max_connections: 10_000,
             log: LogDefaults::default(),
+            group: GroupConfig::default(),
             flush_check_interval: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(30),
         }

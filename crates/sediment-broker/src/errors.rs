@@ -69,6 +69,54 @@ pub enum BrokerError {
     /// A storage failure.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A batch from a fenced epoch of its producer id.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// A batch whose sequence does not follow its producer's last one.
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    /// A group member id the coordinator does not know.
+    #[error("unknown member id: {0}")]
+    UnknownMemberId(String),
+    /// A generation id other than the group's current one.
+    #[error("illegal generation: {0}")]
+    IllegalGeneration(String),
+    /// The group is rebalancing; the member must rejoin.
+    #[error("rebalance in progress: {0}")]
+    RebalanceInProgress(String),
+    /// A static member whose `group.instance.id` now belongs to a newer member id.
+    #[error("fenced instance id: {0}")]
+    FencedInstanceId(String),
+    /// Protocol type or protocols that do not match the group's.
+    #[error("inconsistent group protocol: {0}")]
+    InconsistentGroupProtocol(String),
+    /// A session timeout outside the broker's allowed range.
+    #[error("invalid session timeout: {0}")]
+    InvalidSessionTimeout(String),
+    /// An empty or otherwise unusable group id.
+    #[error("invalid group id: {0}")]
+    InvalidGroupId(String),
+    /// A group that does not exist.
+    #[error("group id not found: {0}")]
+    GroupIdNotFound(String),
+    /// A group that still has members.
+    #[error("non-empty group: {0}")]
+    NonEmptyGroup(String),
+    /// JoinGroup v4+ without a member id: the client must rejoin with the one given here.
+    #[error("member id required: rejoin with member id {0}")]
+    MemberIdRequired(String),
+    /// The group has `group.max.size` members already.
+    #[error("group max size reached: {0}")]
+    GroupMaxSizeReached(String),
+    /// OffsetDelete of a topic the group's members are subscribed to.
+    #[error("group subscribed to topic: {0}")]
+    GroupSubscribedToTopic(String),
+    /// Commit metadata longer than `offset.metadata.max.bytes`.
+    #[error("offset metadata too large: {0}")]
+    OffsetMetadataTooLarge(String),
+    /// The coordinator cannot serve the request right now (shutting down, group dead).
+    #[error("coordinator not available: {0}")]
+    CoordinatorNotAvailable(String),
 }
 
 impl BrokerError {
@@ -97,6 +145,22 @@ impl BrokerError {
             InvalidRequest(_) => ResponseError::InvalidRequest,
             Unsupported(_) => ResponseError::InvalidRequest,
             Storage(_) => ResponseError::KafkaStorageError,
+            InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+            OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+            UnknownMemberId(_) => ResponseError::UnknownMemberId,
+            IllegalGeneration(_) => ResponseError::IllegalGeneration,
+            RebalanceInProgress(_) => ResponseError::RebalanceInProgress,
+            FencedInstanceId(_) => ResponseError::FencedInstanceId,
+            InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+            InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+            InvalidGroupId(_) => ResponseError::InvalidGroupId,
+            GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+            NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+            MemberIdRequired(_) => ResponseError::MemberIdRequired,
+            GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
+            GroupSubscribedToTopic(_) => ResponseError::GroupSubscribedToTopic,
+            OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
+            CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
         }
     }
 
@@ -123,6 +187,8 @@ impl From<LogError> for BrokerError {
             LogError::OffsetOutOfRange { .. } => Self::OffsetOutOfRange(e.to_string()),
             LogError::InvalidConfig { .. } => Self::InvalidConfig(e.to_string()),
             LogError::Io { .. } => Self::Storage(e.to_string()),
+            LogError::InvalidProducerEpoch { .. } => Self::InvalidProducerEpoch(e.to_string()),
+            LogError::OutOfOrderSequence { .. } => Self::OutOfOrderSequence(e.to_string()),
         }
     }
 }
@@ -141,6 +207,29 @@ mod tests {
         assert_eq!(BrokerError::MessageTooLarge(String::new()).code(), 10);
         assert_eq!(BrokerError::InvalidConfig(String::new()).code(), 40);
         assert_eq!(BrokerError::InvalidRecord(String::new()).code(), 87);
+        assert_eq!(BrokerError::IllegalGeneration(String::new()).code(), 22);
+        assert_eq!(BrokerError::UnknownMemberId(String::new()).code(), 25);
+        assert_eq!(BrokerError::RebalanceInProgress(String::new()).code(), 27);
+        assert_eq!(BrokerError::MemberIdRequired(String::new()).code(), 79);
+        assert_eq!(BrokerError::FencedInstanceId(String::new()).code(), 82);
+        assert_eq!(
+            BrokerError::from(LogError::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 2,
+                got: 3
+            })
+            .code(),
+            45
+        );
+        assert_eq!(
+            BrokerError::from(LogError::InvalidProducerEpoch {
+                producer_id: 1,
+                epoch: 0,
+                current: 1
+            })
+            .code(),
+            47
+        );
         assert_eq!(
             BrokerError::from(LogError::CorruptBatch("x".into())).code(),
             2

@@ -4,6 +4,7 @@
 //! - `handlers`: one module per API group, translating messages into [`Broker`] calls;
 //! - `broker`: topics, partitions and their logs; `store`: the durable topic registry;
 //! - `validate`: checks on produced record batches; `topic_config`: Kafka topic config names;
+//! - `group`: the consumer group coordinator and committed offsets;
 //! - `errors`: domain errors and the one mapping to Kafka error codes;
 //! - `server` (Kafka listener) and `admin` (HTTP: metrics, health).
 
@@ -11,6 +12,7 @@ mod admin;
 mod broker;
 mod config;
 mod errors;
+pub mod group;
 mod handlers;
 mod metrics;
 pub mod protocol;

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Records appended.
     pub records_in: Counter,
+    /// Idempotent-producer retries acknowledged without appending.
+    pub duplicate_batches: Counter,
     /// Open Kafka connections.
     pub connections: Gauge,
     /// Connections accepted since start.
@@ -146,6 +148,7 @@ impl Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             records_in: Counter::default(),
+            duplicate_batches: Counter::default(),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             flush_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
@@ -191,6 +194,11 @@ impl Metrics {
             "sediment_produce_records",
             "Records appended to partition logs",
             metrics.records_in.clone(),
+        );
+        registry.register(
+            "sediment_produce_duplicate_batches",
+            "Batches an idempotent producer retried that were already in the log (acknowledged, not appended again)",
+            metrics.duplicate_batches.clone(),
         );
         registry.register(
             "sediment_kafka_connections",
@@ -268,6 +276,17 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "Other",
     }
 }

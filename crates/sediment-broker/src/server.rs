@@ -125,6 +125,8 @@ async fn connection(
                     api: req.api_key,
                     version: req.version,
                     shutdown: &shutdown,
+                    client_id: req.header.client_id.as_deref().unwrap_or(""),
+                    peer,
                 };
                 let span = tracing::info_span!(
                     "request",

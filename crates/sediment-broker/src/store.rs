@@ -37,6 +37,16 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn load_topics(&self) -> Result<Vec<TopicRecord>, BrokerError>;
     /// Replaces the stored topics with `topics`, durably, before returning.
     fn save_topics(&self, topics: &[TopicRecord]) -> Result<(), BrokerError>;
+    /// Reserves `count` producer ids never handed out before (by any earlier run) and returns
+    /// the first; the reservation is durable before this returns.
+    fn allocate_producer_ids(&self, count: i64) -> Result<i64, BrokerError>;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ProducerIdsFile {
+    version: u32,
+    /// First producer id not yet reserved.
+    next: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,10 +55,11 @@ struct TopicsFile {
     topics: Vec<TopicRecord>,
 }
 
-/// Topics in a JSON file in the data directory.
+/// Topics in a JSON file in the data directory, producer-id blocks in another.
 #[derive(Debug)]
 pub struct FileMetadataStore {
     path: PathBuf,
+    producer_ids_path: PathBuf,
 }
 
 impl FileMetadataStore {
@@ -56,6 +67,7 @@ impl FileMetadataStore {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             path: data_dir.join("topics.json"),
+            producer_ids_path: data_dir.join("producer_ids.json"),
         }
     }
 }
@@ -106,6 +118,29 @@ impl MetadataStore for FileMetadataStore {
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| storage(&self.path, e))?;
         write_atomically(&self.path, &bytes)
+    }
+
+    fn allocate_producer_ids(&self, count: i64) -> Result<i64, BrokerError> {
+        let path = &self.producer_ids_path;
+        let next = match fs::read(path) {
+            Ok(bytes) => {
+                let file: ProducerIdsFile =
+                    serde_json::from_slice(&bytes).map_err(|e| storage(path, e))?;
+                file.next
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(storage(path, e)),
+        };
+        let end = next
+            .checked_add(count)
+            .ok_or_else(|| storage(path, "producer ids exhausted"))?;
+        let file = ProducerIdsFile {
+            version: FORMAT_VERSION,
+            next: end,
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| storage(path, e))?;
+        write_atomically(path, &bytes)?;
+        Ok(next)
     }
 }
 
@@ -180,6 +215,18 @@ mod tests {
         };
         store.save_topics(std::slice::from_ref(&t)).unwrap();
         assert_eq!(store.load_topics().unwrap(), vec![t]);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileMetadataStore::new(dir.path())
+            .allocate_producer_ids(1000)
+            .unwrap();
+        let b = FileMetadataStore::new(dir.path())
+            .allocate_producer_ids(1000)
+            .unwrap();
+        assert_eq!((a, b), (0, 1000));
     }
 
     #[test]

@@ -342,6 +342,7 @@ impl LogDefaults {
                 messages: unlimited(long("flush.messages")?).map(|v| v as u64),
                 ms: unlimited(long("flush.ms")?),
             },
+            producer_id_expiration_ms: sediment_log::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         };
         log.validate().map_err(BrokerError::from)?;
         Ok(EffectiveConfig {

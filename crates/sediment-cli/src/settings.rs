@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use sediment_broker::group::GroupConfig;
 use sediment_broker::{BrokerConfig, LogDefaults};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Defaults of topic configs (Kafka's `log.*` broker settings) and the retention interval.
     pub log: LogDefaults,
+    /// Consumer groups (Kafka's `group.*` broker settings).
+    pub group: GroupConfig,
     /// Process logging.
     pub logging: LoggingSettings,
 }
@@ -85,6 +88,7 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             admin: AdminSettings::default(),
             log: LogDefaults::default(),
+            group: GroupConfig::default(),
             logging: LoggingSettings::default(),
         }
     }
@@ -126,7 +130,7 @@ impl Default for LoggingSettings {
 
 /// Sections whose keys are reachable as `SEDIMENT_<SECTION>_<KEY>`. `logging` precedes `log` so
 /// the longer prefix wins.
-const SECTIONS: &[&str] = &["kafka", "admin", "logging", "log"];
+const SECTIONS: &[&str] = &["kafka", "admin", "logging", "log", "group"];
 
 /// Maps an environment variable name (without `SEDIMENT_`, lowercased) to a settings key path.
 pub fn env_key(var: &str) -> String {
@@ -239,6 +243,9 @@ impl Settings {
         self.log
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid setting {e}"))?;
+        self.group
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid setting {e}"))?;
         if self.node_id < 0 {
             bail!(
                 "invalid setting node_id={}: must not be negative",
@@ -276,6 +283,7 @@ impl Settings {
         c.max_decompressed_batch_bytes = self.kafka.max_decompressed_batch_bytes as usize;
         c.max_connections = self.kafka.max_connections;
         c.log = self.log.clone();
+        c.group = self.group.clone();
         c.shutdown_timeout = Duration::from_millis(self.kafka.shutdown_timeout_ms);
         Ok(c)
     }
@@ -513,6 +521,10 @@ mod tests {
         assert_eq!(env_key("kafka_listen"), "kafka.listen");
         assert_eq!(env_key("logging_level"), "logging.level");
         assert_eq!(env_key("log_segment_bytes"), "log.segment_bytes");
+        assert_eq!(
+            env_key("group_initial_rebalance_delay_ms"),
+            "group.initial_rebalance_delay_ms"
+        );
         assert_eq!(env_key("data_dir"), "data_dir");
     }
 }

@@ -252,6 +252,23 @@ pub(crate) mod tests {
         b
     }
 
+    /// `make_batch` written by idempotent producer `producer_id`/`epoch` from `base_sequence`.
+    pub(crate) fn idempotent_batch(
+        count: i32,
+        base_ts: i64,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
+        let mut b = make_batch(count, base_ts, 8);
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
     fn put_varlong(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {

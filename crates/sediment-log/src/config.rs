@@ -35,7 +35,13 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// `flush.messages` / `flush.ms`.
     pub flush: FlushPolicy,
+    /// `producer.id.expiration.ms`: forget an idempotent producer's sequence state when its
+    /// newest batch is older than this (checked when a segment rolls).
+    pub producer_id_expiration_ms: i64,
 }
+
+/// Kafka's default `producer.id.expiration.ms`: one day.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -49,6 +55,7 @@ impl Default for LogConfig {
                 messages: None,
                 ms: Some(1000),
             },
+            producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }

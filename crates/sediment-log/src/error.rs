@@ -51,6 +51,26 @@ pub enum LogError {
         /// Next offset to be written.
         log_end: i64,
     },
+    /// A batch from an older epoch of its producer id (the producer has been fenced).
+    #[error("invalid producer epoch producer_id={producer_id} epoch={epoch} current={current}")]
+    InvalidProducerEpoch {
+        /// Producer id of the batch.
+        producer_id: i64,
+        /// Epoch of the batch.
+        epoch: i16,
+        /// Epoch the log knows.
+        current: i16,
+    },
+    /// A batch whose first sequence does not follow the producer's last one.
+    #[error("out of order sequence producer_id={producer_id} expected={expected} got={got}")]
+    OutOfOrderSequence {
+        /// Producer id of the batch.
+        producer_id: i64,
+        /// Sequence the log expected.
+        expected: i32,
+        /// First sequence of the batch.
+        got: i32,
+    },
     /// A configuration value that cannot work.
     #[error("invalid log config {name}: {reason}")]
     InvalidConfig {

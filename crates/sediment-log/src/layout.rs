@@ -9,6 +9,7 @@ pub const DELETE_SUFFIX: &str = "-delete";
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
 /// Written next to a sealed index before the rename that publishes it.
 pub(crate) const TMP_SUFFIX: &str = "tmp";
 
@@ -36,7 +37,12 @@ pub(crate) fn segment_file(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
 
 /// Base offset of a `<20 digits>.log` file name.
 pub(crate) fn parse_log_file_name(name: &str) -> Option<i64> {
-    let stem = name.strip_suffix(".log")?;
+    parse_offset_file_name(name, LOG_EXT)
+}
+
+/// Offset of a `<20 digits>.<ext>` file name.
+pub(crate) fn parse_offset_file_name(name: &str, ext: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

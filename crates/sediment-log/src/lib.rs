@@ -23,6 +23,7 @@ mod error;
 mod index;
 mod layout;
 mod partition;
+mod producer;
 mod retention;
 mod segment;
 
@@ -31,9 +32,12 @@ pub use batch::{
     set_partition_leader_epoch,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{DEFAULT_PRODUCER_ID_EXPIRATION_MS, FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
 pub use layout::{DELETE_SUFFIX, parse_partition_dir_name, partition_dir_name};
 pub use partition::{AppendInfo, FlushHandle, PartitionLog, SegmentStats};
+pub use producer::{
+    MAX_CACHED_BATCHES, ProducerBatch, ProducerEntry, ProducerStates, SequenceCheck, last_sequence,
+};
 pub use retention::{SegmentSummary, roll_due, segments_to_delete};
 pub use segment::ReadSlice;

@@ -13,7 +13,8 @@ use crate::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
-use crate::layout::parse_log_file_name;
+use crate::layout::{SNAPSHOT_EXT, parse_log_file_name, parse_offset_file_name, segment_file};
+use crate::producer::{ProducerBatch, ProducerStates, SequenceCheck, last_sequence};
 use crate::retention::{SegmentSummary, roll_due, segments_to_delete};
 use crate::segment::{ReadSlice, Segment, sync_dir};
 
@@ -28,7 +29,16 @@ pub struct AppendInfo {
     pub log_append_time: Option<i64>,
     /// Whether `flush.messages` now calls for an fsync.
     pub flush_due: bool,
+    /// The batch was a retry of one already in the log: nothing was appended and the offsets
+    /// are those of the original.
+    pub duplicate: bool,
 }
+
+/// Producer-state snapshots kept per partition (newest first).
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// Bytes read at a time when rebuilding producer state from the log.
+const SCAN_CHUNK: usize = 1 << 20;
 
 /// Size figures for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,6 +75,7 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    producers: ProducerStates,
 }
 
 impl PartitionLog {
@@ -110,14 +121,135 @@ impl PartitionLog {
             segments.push(Segment::create(&dir, 0, now)?);
             sync_dir(&dir)?;
         }
-        Ok(Self {
+        let mut log = Self {
             dir,
             config,
             clock,
             segments,
             unflushed_messages: 0,
             last_flush_ms: now,
-        })
+            producers: ProducerStates::default(),
+        };
+        log.rebuild_producer_state()?;
+        Ok(log)
+    }
+
+    /// Loads the newest usable producer-state snapshot and replays the batches after it.
+    fn rebuild_producer_state(&mut self) -> Result<()> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        let mut from = start;
+        let mut snapshots = self.snapshot_offsets()?;
+        while let Some(offset) = snapshots.pop() {
+            let path = segment_file(&self.dir, offset, SNAPSHOT_EXT);
+            let loaded = fs::read(&path)
+                .map_err(|e| LogError::io(&path, e))
+                .and_then(|bytes| ProducerStates::decode(&bytes));
+            match loaded {
+                Ok((at, states)) if at == offset && offset <= end => {
+                    self.producers = states;
+                    from = offset.max(start);
+                    break;
+                }
+                Ok(_) => {
+                    // Taken past what survived of the log (a torn tail was truncated).
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable producer snapshot");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let mut offset = from;
+        while offset < end {
+            let Some(slice) = self.read(offset)? else {
+                break;
+            };
+            let bytes = slice.read(SCAN_CHUNK, true)?;
+            if bytes.is_empty() {
+                break;
+            }
+            let mut pos = 0;
+            while pos < bytes.len() {
+                let header = BatchHeader::parse(&bytes[pos..])?;
+                self.observe_producer_batch(&header, header.base_offset());
+                offset = header.last_offset() + 1;
+                pos += header.total_size();
+            }
+        }
+        tracing::debug!(
+            dir = %self.dir.display(),
+            producers = self.producers.len(),
+            scanned_from = from,
+            "rebuilt producer state"
+        );
+        Ok(())
+    }
+
+    fn observe_producer_batch(&mut self, header: &BatchHeader<'_>, base_offset: i64) {
+        let producer_id = header.producer_id();
+        if producer_id < 0 || header.is_control() {
+            return;
+        }
+        let first_seq = header.base_sequence();
+        self.producers.record(
+            producer_id,
+            header.producer_epoch(),
+            ProducerBatch {
+                first_seq,
+                last_seq: last_sequence(first_seq, header.last_offset_delta()),
+                first_offset: base_offset,
+                last_offset: base_offset + i64::from(header.last_offset_delta()),
+                timestamp: header.max_timestamp(),
+            },
+        );
+    }
+
+    /// Offsets of the producer-state snapshots on disk, ascending.
+    fn snapshot_offsets(&self) -> Result<Vec<i64>> {
+        let mut offsets = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| LogError::io(&self.dir, e))?;
+            if let Some(o) =
+                parse_offset_file_name(&entry.file_name().to_string_lossy(), SNAPSHOT_EXT)
+            {
+                offsets.push(o);
+            }
+        }
+        offsets.sort_unstable();
+        Ok(offsets)
+    }
+
+    /// Writes the producer state as of the log end offset to `<offset>.snapshot` (fsynced,
+    /// published by rename) and removes all but the newest snapshots. Called when a segment is
+    /// sealed and on clean shutdown, so a restart only replays the active segment.
+    pub fn write_producer_snapshot(&mut self) -> Result<()> {
+        let offset = self.log_end_offset();
+        let expire_before = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.config.producer_id_expiration_ms);
+        self.producers.expire(expire_before);
+        let path = segment_file(&self.dir, offset, SNAPSHOT_EXT);
+        let tmp = path.with_extension(format!("{SNAPSHOT_EXT}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &self.producers.encode(offset))?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| LogError::io(&path, e))?;
+        let offsets = self.snapshot_offsets()?;
+        for &old in offsets.iter().rev().skip(SNAPSHOTS_KEPT) {
+            let old = segment_file(&self.dir, old, SNAPSHOT_EXT);
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    /// Idempotent-producer state (for tests and diagnostics).
+    pub fn producer_states(&self) -> &ProducerStates {
+        &self.producers
     }
 
     /// The partition's directory.
@@ -181,6 +313,25 @@ impl PartitionLog {
                 segment_bytes: self.config.segment_bytes,
             });
         }
+        if header.producer_id() >= 0 {
+            let first_seq = header.base_sequence();
+            let last_seq = last_sequence(first_seq, header.last_offset_delta());
+            let verdict = self.producers.check(
+                header.producer_id(),
+                header.producer_epoch(),
+                first_seq,
+                last_seq,
+            )?;
+            if let SequenceCheck::Duplicate(original) = verdict {
+                return Ok(AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    log_append_time: None,
+                    flush_due: false,
+                    duplicate: true,
+                });
+            }
+        }
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let now = self.clock.now_ms();
@@ -204,6 +355,8 @@ impl PartitionLog {
         });
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(&head, records, interval)?;
+        let stored = BatchHeader::parse(&head)?;
+        self.observe_producer_batch(&stored, base_offset);
         self.unflushed_messages += header.records_count().max(0) as u64;
         let flush_due = self
             .config
@@ -215,6 +368,7 @@ impl PartitionLog {
             last_offset,
             log_append_time,
             flush_due,
+            duplicate: false,
         })
     }
 
@@ -229,6 +383,7 @@ impl PartitionLog {
         let seg = Segment::create(&self.dir, next, now)?;
         sync_dir(&self.dir)?;
         self.segments.push(seg);
+        self.write_producer_snapshot()?;
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled segment");
         Ok(())
     }
@@ -379,7 +534,7 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::make_batch;
+    use crate::batch::tests::{idempotent_batch, make_batch};
     use crate::clock::ManualClock;
     use crate::config::FlushPolicy;
     use std::io::{Seek, SeekFrom, Write};
@@ -397,6 +552,7 @@ mod tests {
                 messages: None,
                 ms: None,
             },
+            ..LogConfig::default()
         }
     }
 
@@ -686,5 +842,86 @@ mod tests {
             Err(LogError::InvalidBatch(_))
         ));
         assert_eq!(log.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn idempotent_retries_are_acknowledged_with_the_original_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let mut log = open(dir.path(), &clock);
+        log.append(&make_batch(2, T0, 8), 0, false).unwrap();
+        let first = log
+            .append(&idempotent_batch(3, T0, 42, 0, 0), 0, false)
+            .unwrap();
+        assert_eq!(
+            (first.base_offset, first.last_offset, first.duplicate),
+            (2, 4, false)
+        );
+        let second = log
+            .append(&idempotent_batch(2, T0, 42, 0, 3), 0, false)
+            .unwrap();
+        assert_eq!(second.base_offset, 5);
+        let retry = log
+            .append(&idempotent_batch(3, T0, 42, 0, 0), 0, false)
+            .unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.last_offset, retry.duplicate),
+            (2, 4, true)
+        );
+        assert_eq!(log.log_end_offset(), 7);
+        assert!(matches!(
+            log.append(&idempotent_batch(1, T0, 42, 0, 9), 0, false),
+            Err(LogError::OutOfOrderSequence {
+                expected: 5,
+                got: 9,
+                ..
+            })
+        ));
+        assert_eq!(log.log_end_offset(), 7);
+    }
+
+    #[test]
+    fn producer_state_survives_restart_through_snapshots_and_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let mut log = open(dir.path(), &clock);
+        // Enough batches to roll several 1 KiB segments (each roll writes a snapshot).
+        let mut seq = 0;
+        let mut last = None;
+        for _ in 0..40 {
+            last = Some(
+                log.append(&idempotent_batch(3, T0, 7, 1, seq), 0, false)
+                    .unwrap(),
+            );
+            seq += 3;
+        }
+        assert!(log.stats().segments > 3);
+        let snapshots = log.snapshot_offsets().unwrap();
+        assert_eq!(snapshots.len(), SNAPSHOTS_KEPT, "{snapshots:?}");
+        let before = log.producer_states().clone();
+        drop(log);
+        let mut log = open(dir.path(), &clock);
+        assert_eq!(log.producer_states(), &before);
+        let last = last.unwrap();
+        let retry = log
+            .append(&idempotent_batch(3, T0, 7, 1, seq - 3), 0, false)
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, last.base_offset);
+        assert!(matches!(
+            log.append(&idempotent_batch(1, T0, 7, 0, seq), 0, false),
+            Err(LogError::InvalidProducerEpoch {
+                epoch: 0,
+                current: 1,
+                ..
+            })
+        ));
+        // Without any snapshot the state is rebuilt from the log alone.
+        for o in log.snapshot_offsets().unwrap() {
+            fs::remove_file(segment_file(dir.path(), o, SNAPSHOT_EXT)).unwrap();
+        }
+        drop(log);
+        let log = open(dir.path(), &clock);
+        assert_eq!(log.producer_states(), &before);
     }
 }

@@ -6,9 +6,12 @@ mod configs;
 mod describe_cluster;
 mod fetch;
 mod find_coordinator;
+mod groups;
+mod init_producer_id;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod topics;
 
@@ -32,6 +35,10 @@ pub struct Ctx<'a> {
     pub version: i16,
     /// Cancelled when the broker shuts down (ends long polls early).
     pub shutdown: &'a CancellationToken,
+    /// `client.id` from the request header.
+    pub client_id: &'a str,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
 }
 
 impl Ctx<'_> {
@@ -85,6 +92,19 @@ pub async fn handle(ctx: &Ctx<'_>, body: RequestKind) -> Option<ResponseKind> {
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join(ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(ctx, r)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(ctx, r)),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe(ctx, r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(ctx, r)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(ctx, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::fetch(ctx, r)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(ctx, r)),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
         }
         other => {
             // decode_request only lets served APIs through; this is a bug, not client input.

@@ -21,6 +21,17 @@ pub static SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The served range of `api`, if served at all.
@@ -34,6 +45,13 @@ pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_served_api_has_a_metrics_name() {
+        for &(api, _, _) in SUPPORTED_APIS {
+            assert_ne!(crate::metrics::api_name(api), "Other", "{api:?}");
+        }
+    }
 
     #[test]
     fn every_range_is_within_what_the_codec_supports() {

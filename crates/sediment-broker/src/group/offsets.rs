@@ -1,0 +1,351 @@
+//! Committed consumer offsets, behind [`OffsetStore`] so the Raft metadata service can take them
+//! over without the coordinator changing.
+//!
+//! [`FileOffsetStore`] keeps every offset in memory and a journal on disk at
+//! `<data dir>/groups/offsets.log`: one line per change, `<crc32c as 8 hex digits> <json>\n`.
+//! A commit is written and fsynced before it is acknowledged, so it survives `kill -9` and power
+//! loss. On open the journal is replayed; a torn last line (a crash mid-write) is cut off. When
+//! the journal grows well past the live state it is rewritten (temp file, fsync, rename).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::BrokerError;
+
+/// A committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// Next offset the group will consume.
+    pub offset: i64,
+    /// Leader epoch of the last consumed record (-1: unknown).
+    pub leader_epoch: i32,
+    /// Client metadata string.
+    pub metadata: String,
+    /// Broker time of the commit (ms).
+    pub commit_timestamp: i64,
+}
+
+/// (topic, partition).
+pub type TopicPartition = (String, i32);
+
+/// Where committed offsets live.
+pub trait OffsetStore: Send + Sync + std::fmt::Debug {
+    /// Durably records `offsets` for `group` before returning.
+    fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), BrokerError>;
+    /// The committed offset of one partition.
+    fn fetch(&self, group: &str, tp: &TopicPartition) -> Option<CommittedOffset>;
+    /// Every committed offset of `group`, ordered by topic and partition.
+    fn group_offsets(&self, group: &str) -> Vec<(TopicPartition, CommittedOffset)>;
+    /// Groups with at least one committed offset.
+    fn groups(&self) -> Vec<String>;
+    /// Removes `partitions` of `group` (all of them with `None`).
+    fn delete(&self, group: &str, partitions: Option<&[TopicPartition]>)
+    -> Result<(), BrokerError>;
+}
+
+type GroupOffsets = BTreeMap<TopicPartition, CommittedOffset>;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    Commit {
+        group: String,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    },
+    Delete {
+        group: String,
+        partitions: Option<Vec<TopicPartition>>,
+    },
+}
+
+#[derive(Debug)]
+struct Journal {
+    file: File,
+    bytes: u64,
+    groups: HashMap<String, GroupOffsets>,
+}
+
+/// Offsets in a journal file under the data directory.
+#[derive(Debug)]
+pub struct FileOffsetStore {
+    path: PathBuf,
+    journal: Mutex<Journal>,
+}
+
+/// Rewrite the journal once it exceeds this size and four times the live state.
+const COMPACT_MIN_BYTES: u64 = 4 << 20;
+
+fn storage(path: &Path, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Storage(format!("{e} path={}", path.display()))
+}
+
+fn encode_line(entry: &Entry) -> Vec<u8> {
+    let json = serde_json::to_vec(entry).expect("offset entries serialize");
+    let mut line = format!("{:08x} ", crc32c::crc32c(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    line
+}
+
+fn decode_line(line: &[u8]) -> Option<Entry> {
+    let (crc, json) = (line.get(..8)?, line.get(9..)?);
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if line.get(8) != Some(&b' ') || crc32c::crc32c(json) != crc {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+fn apply(groups: &mut HashMap<String, GroupOffsets>, entry: Entry) {
+    match entry {
+        Entry::Commit { group, offsets } => {
+            groups.entry(group).or_default().extend(offsets);
+        }
+        Entry::Delete {
+            group,
+            partitions: None,
+        } => {
+            groups.remove(&group);
+        }
+        Entry::Delete {
+            group,
+            partitions: Some(partitions),
+        } => {
+            if let Some(g) = groups.get_mut(&group) {
+                for tp in &partitions {
+                    g.remove(tp);
+                }
+                if g.is_empty() {
+                    groups.remove(&group);
+                }
+            }
+        }
+    }
+}
+
+impl FileOffsetStore {
+    /// Opens (or creates) `<data_dir>/groups/offsets.log`, replaying it.
+    pub fn open(data_dir: &Path) -> Result<Self, BrokerError> {
+        let dir = data_dir.join("groups");
+        fs::create_dir_all(&dir).map_err(|e| storage(&dir, e))?;
+        let path = dir.join("offsets.log");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage(&path, e)),
+        };
+        let mut groups = HashMap::new();
+        let mut good = 0usize;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let Some(entry) = line.strip_suffix(b"\n").and_then(decode_line) else {
+                break;
+            };
+            apply(&mut groups, entry);
+            good += line.len();
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| storage(&path, e))?;
+        if good < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = bytes.len() - good,
+                "offset journal has a torn or corrupt tail; cutting it off"
+            );
+            file.set_len(good as u64).map_err(|e| storage(&path, e))?;
+            file.sync_all().map_err(|e| storage(&path, e))?;
+        }
+        Ok(Self {
+            path,
+            journal: Mutex::new(Journal {
+                file,
+                bytes: good as u64,
+                groups,
+            }),
+        })
+    }
+
+    fn write(&self, journal: &mut Journal, entry: Entry) -> Result<(), BrokerError> {
+        let line = encode_line(&entry);
+        journal
+            .file
+            .write_all(&line)
+            .and_then(|()| journal.file.sync_data())
+            .map_err(|e| storage(&self.path, e))?;
+        journal.bytes += line.len() as u64;
+        apply(&mut journal.groups, entry);
+        if journal.bytes > COMPACT_MIN_BYTES {
+            self.compact(journal)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal as one commit line per group when that shrinks it enough.
+    fn compact(&self, journal: &mut Journal) -> Result<(), BrokerError> {
+        let mut out = Vec::new();
+        for (group, offsets) in &journal.groups {
+            out.extend(encode_line(&Entry::Commit {
+                group: group.clone(),
+                offsets: offsets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }));
+        }
+        if (out.len() as u64) * 4 > journal.bytes {
+            return Ok(());
+        }
+        crate::store::write_atomically(&self.path, &out)?;
+        journal.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| storage(&self.path, e))?;
+        journal.bytes = out.len() as u64;
+        tracing::debug!(path = %self.path.display(), bytes = journal.bytes, "compacted offset journal");
+        Ok(())
+    }
+}
+
+impl OffsetStore for FileOffsetStore {
+    fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), BrokerError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut journal = self.journal.lock();
+        self.write(
+            &mut journal,
+            Entry::Commit {
+                group: group.to_string(),
+                offsets: offsets.to_vec(),
+            },
+        )
+    }
+
+    fn fetch(&self, group: &str, tp: &TopicPartition) -> Option<CommittedOffset> {
+        self.journal.lock().groups.get(group)?.get(tp).cloned()
+    }
+
+    fn group_offsets(&self, group: &str) -> Vec<(TopicPartition, CommittedOffset)> {
+        self.journal
+            .lock()
+            .groups
+            .get(group)
+            .map(|g| g.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<_> = self.journal.lock().groups.keys().cloned().collect();
+        groups.sort();
+        groups
+    }
+
+    fn delete(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<(), BrokerError> {
+        let mut journal = self.journal.lock();
+        if !journal.groups.contains_key(group) {
+            return Ok(());
+        }
+        self.write(
+            &mut journal,
+            Entry::Delete {
+                group: group.to_string(),
+                partitions: partitions.map(<[TopicPartition]>::to_vec),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(offset: i64, metadata: &str) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: 0,
+            metadata: metadata.into(),
+            commit_timestamp: 1,
+        }
+    }
+
+    fn tp(t: &str, p: i32) -> TopicPartition {
+        (t.to_string(), p)
+    }
+
+    #[test]
+    fn commits_and_deletes_survive_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        store
+            .commit("g", &[(tp("t", 0), off(5, "m")), (tp("t", 1), off(7, ""))])
+            .unwrap();
+        store.commit("g", &[(tp("t", 0), off(9, "n"))]).unwrap();
+        store.commit("h", &[(tp("u", 0), off(1, ""))]).unwrap();
+        store.delete("h", None).unwrap();
+        store.commit("k", &[(tp("u", 0), off(2, ""))]).unwrap();
+        store.delete("k", Some(&[tp("u", 0)])).unwrap();
+        drop(store);
+        // A crash in the middle of the next line.
+        let path = dir.path().join("groups/offsets.log");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"0badc0de {\"commit\":{\"gro").unwrap();
+        drop(f);
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        assert_eq!(store.fetch("g", &tp("t", 0)), Some(off(9, "n")));
+        assert_eq!(store.fetch("g", &tp("t", 1)), Some(off(7, "")));
+        assert_eq!(store.groups(), vec!["g".to_string()]);
+        // The torn tail is gone, and new commits append after the good prefix.
+        store.commit("g", &[(tp("t", 2), off(3, ""))]).unwrap();
+        drop(store);
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        assert_eq!(store.group_offsets("g").len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_line_stops_replay_there() {
+        let line = encode_line(&Entry::Delete {
+            group: "g".into(),
+            partitions: None,
+        });
+        assert!(decode_line(line.strip_suffix(b"\n").unwrap()).is_some());
+        let mut bad = line.clone();
+        bad[12] ^= 1;
+        assert!(decode_line(bad.strip_suffix(b"\n").unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_journal_is_compacted_when_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        let meta = "x".repeat(4000);
+        for i in 0..1500 {
+            store.commit("g", &[(tp("t", 0), off(i, &meta))]).unwrap();
+        }
+        let size = fs::metadata(dir.path().join("groups/offsets.log"))
+            .unwrap()
+            .len();
+        assert!(size < COMPACT_MIN_BYTES, "journal is {size} bytes");
+        drop(store);
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        assert_eq!(store.fetch("g", &tp("t", 0)).unwrap().offset, 1499);
+    }
+}
