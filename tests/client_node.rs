@@ -1,7 +1,7 @@
 //! kafkajs (a pure JavaScript client) against the real broker. `tests/node/kafkajs_client.js`
-//! produces with kafkajs (no compression and gzip; kafkajs needs plugins for the other codecs)
-//! and administers topics; the records are read back here with librdkafka, since kafkajs
-//! consumers always join a consumer group, which is not served yet.
+//! produces with kafkajs (no compression and gzip; kafkajs needs plugins for the other codecs),
+//! administers topics, consumes in a two-member consumer group with an idempotent producer, and
+//! administers groups; the produced records are also read back here with librdkafka.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,8 +13,11 @@ use sediment_tests::kafka::{consume, payload};
 use sediment_tests::{Broker, run_with_timeout};
 
 #[test]
-fn kafkajs_produces_and_administers_and_librdkafka_reads_it_back() {
-    let broker = Broker::start();
+fn kafkajs_produces_consumes_in_a_group_and_administers() {
+    let broker = Broker::start_with(
+        sediment_tests::BrokerOptions::default()
+            .env("SEDIMENT_GROUP_INITIAL_REBALANCE_DELAY_MS", "0"),
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("node")
         .join("kafkajs_client.js");
@@ -34,6 +37,7 @@ fn kafkajs_produces_and_administers_and_librdkafka_reads_it_back() {
     assert_eq!(v["codec_none"], 303);
     assert_eq!(v["codec_gzip"], 303);
     assert_eq!(v["admin"], true);
+    assert_eq!(v["group_consumed"], 700);
     const T0: i64 = 1_750_000_000_000;
     for codec in ["none", "gzip"] {
         let msgs = consume(
