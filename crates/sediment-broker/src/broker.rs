@@ -647,6 +647,7 @@ impl Broker {
             drop(state);
             partition.appended.notify_waiters();
         }
+        self.groups.forget_topic(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.id)
     }

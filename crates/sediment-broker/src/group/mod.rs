@@ -45,6 +45,11 @@ pub struct GroupConfig {
     pub max_size: usize,
     /// `offset.metadata.max.bytes`: longest metadata string of a commit.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes`: committed offsets of a group that has had no members for
+    /// this long are deleted (each offset counts from its commit if that is later).
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -55,6 +60,8 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             max_size: i32::MAX as usize,
             offset_metadata_max_bytes: 4096,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -75,6 +82,12 @@ impl GroupConfig {
         }
         if self.max_size == 0 {
             return Err("group.max_size must be at least 1".into());
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err("group.offsets_retention_minutes must be at least 1".into());
+        }
+        if self.offsets_retention_check_interval_ms < 1 {
+            return Err("group.offsets_retention_check_interval_ms must be at least 1".into());
         }
         Ok(())
     }
@@ -274,10 +287,12 @@ struct Group {
     static_members: HashMap<String, String>,
     rebalance_deadline: Option<i64>,
     initial_delay_until: Option<i64>,
+    /// When the group last became empty (offsets expire counting from here).
+    empty_since: i64,
 }
 
 impl Group {
-    fn new(id: &str) -> Self {
+    fn new(id: &str, now: i64) -> Self {
         Self {
             id: id.to_string(),
             state: GroupState::Empty,
@@ -290,6 +305,7 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            empty_since: now,
         }
     }
 
@@ -460,6 +476,7 @@ impl Group {
         self.generation += 1;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
+            self.empty_since = now;
             self.protocol = None;
             self.protocol_type = None;
             self.leader = None;
@@ -597,6 +614,7 @@ pub struct GroupCoordinator {
 struct Inner {
     groups: HashMap<String, Group>,
     next_seq: u64,
+    next_offsets_expiry: i64,
 }
 
 fn validate_group_id(group_id: &str) -> Result<(), BrokerError> {
@@ -609,9 +627,13 @@ fn validate_group_id(group_id: &str) -> Result<(), BrokerError> {
 impl GroupCoordinator {
     /// A coordinator over `offsets`; groups that have committed offsets start out `Empty`.
     pub fn new(config: GroupConfig, clock: Arc<dyn Clock>, offsets: Arc<dyn OffsetStore>) -> Self {
-        let mut inner = Inner::default();
+        let now = clock.now_ms();
+        let mut inner = Inner {
+            next_offsets_expiry: now + config.offsets_retention_check_interval_ms,
+            ..Inner::default()
+        };
         for g in offsets.groups() {
-            inner.groups.insert(g.clone(), Group::new(&g));
+            inner.groups.insert(g.clone(), Group::new(&g, now));
         }
         Self {
             config,
@@ -668,7 +690,7 @@ impl GroupCoordinator {
         let group = inner
             .groups
             .entry(req.group_id.clone())
-            .or_insert_with(|| Group::new(&req.group_id));
+            .or_insert_with(|| Group::new(&req.group_id, now));
         if group.state != GroupState::Empty {
             let same_type = group.protocol_type.as_deref() == Some(req.protocol_type.as_str())
                 || group.protocol_type.is_none();
@@ -1030,10 +1052,64 @@ impl GroupCoordinator {
             }
             group.maybe_complete_join(now);
         }
+        if now >= inner.next_offsets_expiry {
+            inner.next_offsets_expiry = now + self.config.offsets_retention_check_interval_ms;
+            self.expire_offsets(&inner, now);
+        }
         let offsets = &self.offsets;
         inner
             .groups
-            .retain(|id, g| g.state != GroupState::Empty || !offsets.group_offsets(id).is_empty());
+            .retain(|id, g| g.state != GroupState::Empty || offsets.has_group(id));
+    }
+
+    /// Deletes offsets of groups that have been empty for `offsets.retention.minutes` (and
+    /// were committed longer ago than that).
+    fn expire_offsets(&self, inner: &Inner, now: i64) {
+        let cutoff = now - self.config.offsets_retention_minutes * 60_000;
+        for group in self.offsets.groups() {
+            let empty_since = match inner.groups.get(&group) {
+                Some(g) if g.state == GroupState::Empty => g.empty_since,
+                Some(_) => continue,
+                None => i64::MIN,
+            };
+            if empty_since > cutoff {
+                continue;
+            }
+            let expired: Vec<TopicPartition> = self
+                .offsets
+                .group_offsets(&group)
+                .into_iter()
+                .filter(|(_, o)| o.commit_timestamp <= cutoff)
+                .map(|(tp, _)| tp)
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            match self.offsets.delete(&group, Some(&expired)) {
+                Ok(()) => {
+                    tracing::info!(group = %group, partitions = expired.len(), "expired committed offsets")
+                }
+                Err(e) => tracing::error!(group = %group, error = %e, "could not expire offsets"),
+            }
+        }
+    }
+
+    /// Forgets every group's committed offsets of a deleted topic.
+    pub fn forget_topic(&self, topic: &str) {
+        for group in self.offsets.groups() {
+            let partitions: Vec<TopicPartition> = self
+                .offsets
+                .group_offsets(&group)
+                .into_iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|(tp, _)| tp)
+                .collect();
+            if !partitions.is_empty()
+                && let Err(e) = self.offsets.delete(&group, Some(&partitions))
+            {
+                tracing::error!(group = %group, topic, error = %e, "could not delete offsets of a deleted topic");
+            }
+        }
     }
 
     /// Checks that a commit from this member/generation may be accepted. `generation < 0`
@@ -1053,7 +1129,7 @@ impl GroupCoordinator {
             if generation < 0 {
                 inner
                     .groups
-                    .insert(group_id.to_string(), Group::new(group_id));
+                    .insert(group_id.to_string(), Group::new(group_id, now));
                 return Ok(());
             }
             return Err(BrokerError::UnknownMemberId(format!(

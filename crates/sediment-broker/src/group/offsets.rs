@@ -47,6 +47,8 @@ pub trait OffsetStore: Send + Sync + std::fmt::Debug {
     fn group_offsets(&self, group: &str) -> Vec<(TopicPartition, CommittedOffset)>;
     /// Groups with at least one committed offset.
     fn groups(&self) -> Vec<String>;
+    /// Whether `group` has at least one committed offset.
+    fn has_group(&self, group: &str) -> bool;
     /// Removes `partitions` of `group` (all of them with `None`).
     fn delete(&self, group: &str, partitions: Option<&[TopicPartition]>)
     -> Result<(), BrokerError>;
@@ -253,6 +255,10 @@ impl OffsetStore for FileOffsetStore {
         let mut groups: Vec<_> = self.journal.lock().groups.keys().cloned().collect();
         groups.sort();
         groups
+    }
+
+    fn has_group(&self, group: &str) -> bool {
+        self.journal.lock().groups.contains_key(group)
     }
 
     fn delete(

@@ -296,3 +296,41 @@ fn simple_commits_create_an_empty_group_and_survive_until_deleted() {
     assert!(c.committed("manual", &("t".into(), 0)).is_none());
     assert!(c.describe("manual").is_none());
 }
+
+#[test]
+fn offsets_of_a_long_empty_group_expire_and_deleted_topics_are_forgotten() {
+    let f = fixture();
+    let c = &f.coordinator;
+    let commit = |group: &str, topic: &str| {
+        c.check_commit(group, -1, "", None).unwrap();
+        let o = CommittedOffset {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: c.now_ms(),
+        };
+        c.store_offsets(group, &[((topic.into(), 0), o)]).unwrap();
+    };
+    commit("old", "t");
+    commit("kept", "t");
+    commit("kept", "gone");
+    let retention = GroupConfig::default().offsets_retention_minutes * 60_000;
+    f.clock.advance(retention / 2);
+    commit("kept", "t"); // recommitted: younger than the retention
+    f.clock.advance(retention / 2 + 1);
+    c.tick();
+    assert!(c.committed("old", &("t".into(), 0)).is_none());
+    assert!(
+        c.describe("old").is_none(),
+        "an empty group without offsets goes away"
+    );
+    assert!(c.committed("kept", &("t".into(), 0)).is_some());
+    assert!(
+        c.committed("kept", &("gone".into(), 0)).is_none(),
+        "old offset of the group expired"
+    );
+    commit("kept", "gone");
+    c.forget_topic("gone");
+    assert!(c.committed("kept", &("gone".into(), 0)).is_none());
+    assert!(c.committed("kept", &("t".into(), 0)).is_some());
+}
