@@ -261,7 +261,7 @@ fn static_members_fence_their_old_incarnation() {
 
 #[test]
 fn offsets_commit_fetch_and_delete() {
-    let (_broker, mut c) = start();
+    let (broker, mut c) = start();
     let commit = |c: &mut RawClient,
                   group_id: &str,
                   generation: i32,
@@ -416,6 +416,15 @@ fn offsets_commit_fetch_and_delete() {
     assert_eq!(live.members[0].client_id.as_str(), "sediment-tests");
     assert_eq!(&live.members[0].member_assignment[..], b"x");
     assert_eq!(resp.groups[1].group_state.as_str(), "Dead", "deleted above");
+    let (_, m) = broker.admin_get("/metrics").unwrap();
+    for line in [
+        r#"sediment_groups{state="Stable"} 1"#,
+        r#"sediment_groups{state="Empty"} 0"#,
+        "sediment_group_members 1",
+        "sediment_group_rebalances_total 1",
+    ] {
+        assert!(m.contains(line), "{line} missing:\n{m}");
+    }
 }
 
 #[test]

@@ -105,6 +105,30 @@ impl Collector for PartitionCollector {
                 |s| s.size_bytes as i64,
             ),
         ];
+        let groups = broker.groups().stats();
+        let mut family = encoder.encode_descriptor(
+            "sediment_groups",
+            "Consumer groups by state",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (state, n) in groups.by_state {
+            ConstGauge::new(n as i64).encode(family.encode_family(&[("state", state.name())])?)?;
+        }
+        ConstGauge::new(groups.members as i64).encode(encoder.encode_descriptor(
+            "sediment_group_members",
+            "Members across all consumer groups",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?)?;
+        prometheus_client::metrics::counter::ConstCounter::new(groups.rebalances).encode(
+            encoder.encode_descriptor(
+                "sediment_group_rebalances",
+                "Consumer group join phases completed (generation changes)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?,
+        )?;
         for (name, help, value) in gauges {
             let mut family = encoder.encode_descriptor(
                 name,

@@ -615,6 +615,21 @@ struct Inner {
     groups: HashMap<String, Group>,
     next_seq: u64,
     next_offsets_expiry: i64,
+    /// Generations of groups that were removed (each completed join bumps a generation once),
+    /// so the rebalance count never goes down.
+    retired_generations: u64,
+}
+
+/// Figures for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Groups per state, in [`GroupState`] order (Empty, PreparingRebalance,
+    /// CompletingRebalance, Stable).
+    pub by_state: [(GroupState, u64); 4],
+    /// Members across all groups.
+    pub members: u64,
+    /// Join phases completed since start.
+    pub rebalances: u64,
 }
 
 fn validate_group_id(group_id: &str) -> Result<(), BrokerError> {
@@ -1057,9 +1072,15 @@ impl GroupCoordinator {
             self.expire_offsets(&inner, now);
         }
         let offsets = &self.offsets;
-        inner
-            .groups
-            .retain(|id, g| g.state != GroupState::Empty || offsets.has_group(id));
+        let mut retired = 0;
+        inner.groups.retain(|id, g| {
+            let keep = g.state != GroupState::Empty || offsets.has_group(id);
+            if !keep {
+                retired += g.generation.max(0) as u64;
+            }
+            keep
+        });
+        inner.retired_generations += retired;
     }
 
     /// Deletes offsets of groups that have been empty for `offsets.retention.minutes` (and
@@ -1176,6 +1197,32 @@ impl GroupCoordinator {
         self.clock.now_ms()
     }
 
+    /// Figures for metrics.
+    pub fn stats(&self) -> GroupStats {
+        let inner = self.inner.lock();
+        let mut by_state = [
+            (GroupState::Empty, 0),
+            (GroupState::PreparingRebalance, 0),
+            (GroupState::CompletingRebalance, 0),
+            (GroupState::Stable, 0),
+        ];
+        for g in inner.groups.values() {
+            if let Some(slot) = by_state.iter_mut().find(|(s, _)| *s == g.state) {
+                slot.1 += 1;
+            }
+        }
+        GroupStats {
+            by_state,
+            members: inner.groups.values().map(|g| g.members.len() as u64).sum(),
+            rebalances: inner.retired_generations
+                + inner
+                    .groups
+                    .values()
+                    .map(|g| g.generation.max(0) as u64)
+                    .sum::<u64>(),
+        }
+    }
+
     /// DescribeGroups of one group (None: unknown).
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         self.inner.lock().groups.get(group_id).map(Group::describe)
@@ -1213,7 +1260,9 @@ impl GroupCoordinator {
             Some(_) => {}
         }
         self.offsets.delete(group_id, None)?;
-        inner.groups.remove(group_id);
+        if let Some(g) = inner.groups.remove(group_id) {
+            inner.retired_generations += g.generation.max(0) as u64;
+        }
         Ok(())
     }
 

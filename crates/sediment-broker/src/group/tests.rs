@@ -172,9 +172,11 @@ fn an_expired_session_or_a_leave_rebalances_the_rest() {
     let d = c.describe("g").unwrap();
     assert_eq!(d.state, GroupState::Empty);
     assert!(d.members.is_empty());
-    // Without committed offsets an empty group goes away.
+    // Without committed offsets an empty group goes away; the rebalances it had still count.
     c.tick();
     assert!(c.describe("g").is_none());
+    let stats = c.stats();
+    assert_eq!((stats.rebalances, stats.members), (4, 0));
 }
 
 #[test]
