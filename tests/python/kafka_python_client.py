@@ -31,9 +31,8 @@ def records(codec):
 
 
 def producer(**conf):
-    # kafka-python 3.x turns idempotence on by default, which needs InitProducerId; Sediment
-    # serves idempotent producers from the consumer-groups/idempotence issue on.
-    return KafkaProducer(bootstrap_servers=BOOT, enable_idempotence=False, **conf)
+    # kafka-python 3.x is idempotent by default (InitProducerId, sequence numbers).
+    return KafkaProducer(bootstrap_servers=BOOT, **conf)
 
 
 def produce(topic, recs, **conf):
