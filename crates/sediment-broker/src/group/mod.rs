@@ -14,9 +14,10 @@
 //! [`GroupCoordinator::tick`] every 100 ms to expire sessions and end join phases, so the state
 //! machine is tested with a manual clock and no sleeping.
 
+pub mod consumer;
 pub mod offsets;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -28,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::errors::BrokerError;
+use consumer::{
+    ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse, ConsumerSettings, TopicInfo,
+};
 use offsets::{CommittedOffset, OffsetStore, TopicPartition};
 
 /// The `[group]` settings (Kafka's `group.*` and `offsets.*` broker settings).
@@ -50,6 +54,11 @@ pub struct GroupConfig {
     pub offsets_retention_minutes: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: i64,
+    /// `group.consumer.session.timeout.ms`: KIP-848 (`group.protocol=consumer`) members that
+    /// do not heartbeat for this long are removed. The broker sets it; clients cannot.
+    pub consumer_session_timeout_ms: i64,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
+    pub consumer_heartbeat_interval_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -62,6 +71,8 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -85,6 +96,14 @@ impl GroupConfig {
         }
         if self.offsets_retention_minutes < 1 {
             return Err("group.offsets_retention_minutes must be at least 1".into());
+        }
+        if self.consumer_heartbeat_interval_ms < 1
+            || self.consumer_heartbeat_interval_ms >= self.consumer_session_timeout_ms
+        {
+            return Err(format!(
+                "group.consumer_heartbeat_interval_ms ({}) must be at least 1 and less than group.consumer_session_timeout_ms ({})",
+                self.consumer_heartbeat_interval_ms, self.consumer_session_timeout_ms
+            ));
         }
         if self.offsets_retention_check_interval_ms < 1 {
             return Err("group.offsets_retention_check_interval_ms must be at least 1".into());
@@ -262,8 +281,11 @@ pub struct MemberDescription {
 pub struct GroupDescription {
     /// Group id.
     pub group_id: String,
-    /// State.
-    pub state: GroupState,
+    /// State name (Kafka's: classic groups Empty, PreparingRebalance, CompletingRebalance,
+    /// Stable; consumer groups Empty, Assigning, Reconciling, Stable).
+    pub state: &'static str,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
     /// Protocol type ("" when none).
     pub protocol_type: String,
     /// Chosen protocol (only while stable).
@@ -550,7 +572,8 @@ impl Group {
         members.sort_by_key(|m| m.joined_seq);
         GroupDescription {
             group_id: self.id.clone(),
-            state: self.state,
+            state: self.state.name(),
+            group_type: "classic",
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             protocol: if stable {
                 protocol.clone()
@@ -613,6 +636,7 @@ pub struct GroupCoordinator {
 #[derive(Debug, Default)]
 struct Inner {
     groups: HashMap<String, Group>,
+    consumer_groups: HashMap<String, ConsumerGroup>,
     next_seq: u64,
     next_offsets_expiry: i64,
     /// Generations of groups that were removed (each completed join bumps a generation once),
@@ -623,13 +647,35 @@ struct Inner {
 /// Figures for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStats {
-    /// Groups per state, in [`GroupState`] order (Empty, PreparingRebalance,
-    /// CompletingRebalance, Stable).
-    pub by_state: [(GroupState, u64); 4],
+    /// Groups per (type, state).
+    pub by_state: BTreeMap<(&'static str, &'static str), u64>,
     /// Members across all groups.
     pub members: u64,
-    /// Join phases completed since start.
+    /// Generation (classic) and group epoch (consumer) changes since start.
     pub rebalances: u64,
+}
+
+fn describe_consumer(g: &ConsumerGroup) -> GroupDescription {
+    let mut members: Vec<_> = g.members.values().collect();
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    GroupDescription {
+        group_id: g.id.clone(),
+        state: g.state_name(),
+        group_type: "consumer",
+        protocol_type: "consumer".into(),
+        protocol: String::new(),
+        members: members
+            .into_iter()
+            .map(|m| MemberDescription {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: Bytes::new(),
+                assignment: Bytes::new(),
+            })
+            .collect(),
+    }
 }
 
 fn validate_group_id(group_id: &str) -> Result<(), BrokerError> {
@@ -699,6 +745,20 @@ impl GroupCoordinator {
                 "group {} does not exist",
                 req.group_id
             )));
+        }
+        match inner.consumer_groups.get(&req.group_id) {
+            Some(g) if !g.members.is_empty() => {
+                return Err(BrokerError::InconsistentGroupProtocol(format!(
+                    "group {} uses the consumer protocol (KIP-848); join it with group.protocol=consumer",
+                    req.group_id
+                )));
+            }
+            Some(_) => {
+                if let Some(g) = inner.consumer_groups.remove(&req.group_id) {
+                    inner.retired_generations += g.epoch.max(0) as u64;
+                }
+            }
+            None => {}
         }
         inner.next_seq += 1;
         let seq = inner.next_seq;
@@ -876,7 +936,6 @@ impl GroupCoordinator {
         if let Some(tx) = m.sync_waiter.take() {
             let _ = tx.send(Err(fenced()));
         }
-        let changed = m.protocols != req.protocols;
         m.id = new_id.clone();
         m.client_id = req.client_id;
         m.client_host = req.client_host;
@@ -892,14 +951,19 @@ impl GroupCoordinator {
             .insert(req.instance_id.expect("static member"), new_id.clone());
         let (tx, rx) = oneshot::channel();
         let state = group.state;
-        if state == GroupState::Stable && !changed {
-            group.members.insert(new_id.clone(), m);
+        group.members.insert(new_id.clone(), m);
+        // As in Kafka, new metadata (sticky assignors embed their previous assignment in it)
+        // only calls for a rebalance when it would change the group's protocol.
+        if state == GroupState::Stable && group.select_protocol() == group.protocol {
             let is_leader = group.leader.as_deref() == Some(new_id.as_str());
             tracing::info!(group = %group.id, old = %old_id, new = %new_id, "static member rejoined without a rebalance");
             return Reply::Now(Ok(group.join_response(&new_id, is_leader)));
         }
-        m.join_waiter = Some(tx);
-        group.members.insert(new_id, m);
+        group
+            .members
+            .get_mut(&new_id)
+            .expect("just inserted")
+            .join_waiter = Some(tx);
         if state != GroupState::PreparingRebalance {
             group.prepare_rebalance(now, &self.config, "a static member rejoined");
         }
@@ -1067,6 +1131,11 @@ impl GroupCoordinator {
             }
             group.maybe_complete_join(now);
         }
+        for group in inner.consumer_groups.values_mut() {
+            for id in group.expire(now) {
+                tracing::info!(group = %group.id, member = %id, "consumer group member expired (session or revocation timeout)");
+            }
+        }
         if now >= inner.next_offsets_expiry {
             inner.next_offsets_expiry = now + self.config.offsets_retention_check_interval_ms;
             self.expire_offsets(&inner, now);
@@ -1080,6 +1149,13 @@ impl GroupCoordinator {
             }
             keep
         });
+        inner.consumer_groups.retain(|id, g| {
+            let keep = !g.members.is_empty() || offsets.has_group(id);
+            if !keep {
+                retired += g.epoch.max(0) as u64;
+            }
+            keep
+        });
         inner.retired_generations += retired;
     }
 
@@ -1088,10 +1164,11 @@ impl GroupCoordinator {
     fn expire_offsets(&self, inner: &Inner, now: i64) {
         let cutoff = now - self.config.offsets_retention_minutes * 60_000;
         for group in self.offsets.groups() {
-            let empty_since = match inner.groups.get(&group) {
-                Some(g) if g.state == GroupState::Empty => g.empty_since,
-                Some(_) => continue,
-                None => i64::MIN,
+            let empty_since = match (inner.groups.get(&group), inner.consumer_groups.get(&group)) {
+                (Some(g), _) if g.state == GroupState::Empty => g.empty_since,
+                (None, Some(g)) if g.members.is_empty() => g.empty_since,
+                (None, None) => i64::MIN,
+                _ => continue,
             };
             if empty_since > cutoff {
                 continue;
@@ -1146,6 +1223,9 @@ impl GroupCoordinator {
         validate_group_id(group_id)?;
         let now = self.clock.now_ms();
         let mut inner = self.inner.lock();
+        if let Some(group) = inner.consumer_groups.get(group_id) {
+            return group.check_commit(member_id, generation);
+        }
         let Some(group) = inner.groups.get_mut(group_id) else {
             if generation < 0 {
                 inner
@@ -1200,42 +1280,121 @@ impl GroupCoordinator {
     /// Figures for metrics.
     pub fn stats(&self) -> GroupStats {
         let inner = self.inner.lock();
-        let mut by_state = [
-            (GroupState::Empty, 0),
-            (GroupState::PreparingRebalance, 0),
-            (GroupState::CompletingRebalance, 0),
-            (GroupState::Stable, 0),
-        ];
-        for g in inner.groups.values() {
-            if let Some(slot) = by_state.iter_mut().find(|(s, _)| *s == g.state) {
-                slot.1 += 1;
-            }
+        let mut by_state: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        for state in [
+            GroupState::Empty,
+            GroupState::PreparingRebalance,
+            GroupState::CompletingRebalance,
+            GroupState::Stable,
+        ] {
+            by_state.insert(("classic", state.name()), 0);
         }
+        for state in ["Empty", "Assigning", "Reconciling", "Stable"] {
+            by_state.insert(("consumer", state), 0);
+        }
+        for g in inner.groups.values() {
+            *by_state.entry(("classic", g.state.name())).or_default() += 1;
+        }
+        for g in inner.consumer_groups.values() {
+            *by_state.entry(("consumer", g.state_name())).or_default() += 1;
+        }
+        let members = inner
+            .groups
+            .values()
+            .map(|g| g.members.len() as u64)
+            .sum::<u64>()
+            + inner
+                .consumer_groups
+                .values()
+                .map(|g| g.members.len() as u64)
+                .sum::<u64>();
+        let epochs = inner
+            .groups
+            .values()
+            .map(|g| g.generation.max(0) as u64)
+            .chain(
+                inner
+                    .consumer_groups
+                    .values()
+                    .map(|g| g.epoch.max(0) as u64),
+            )
+            .sum::<u64>();
         GroupStats {
             by_state,
-            members: inner.groups.values().map(|g| g.members.len() as u64).sum(),
-            rebalances: inner.retired_generations
-                + inner
-                    .groups
-                    .values()
-                    .map(|g| g.generation.max(0) as u64)
-                    .sum::<u64>(),
+            members,
+            rebalances: inner.retired_generations + epochs,
         }
     }
 
     /// DescribeGroups of one group (None: unknown).
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
-        self.inner.lock().groups.get(group_id).map(Group::describe)
+        let inner = self.inner.lock();
+        inner
+            .groups
+            .get(group_id)
+            .map(Group::describe)
+            .or_else(|| inner.consumer_groups.get(group_id).map(describe_consumer))
+    }
+
+    /// A KIP-848 group as it is now (ConsumerGroupDescribe).
+    pub fn consumer_group(&self, group_id: &str) -> Option<ConsumerGroup> {
+        self.inner.lock().consumer_groups.get(group_id).cloned()
+    }
+
+    /// ConsumerGroupHeartbeat. `resolve` looks up a subscribed topic's id and partition count.
+    pub fn consumer_heartbeat(
+        &self,
+        req: ConsumerHeartbeat,
+        resolve: &dyn Fn(&str) -> Option<TopicInfo>,
+    ) -> Result<ConsumerHeartbeatResponse, BrokerError> {
+        if req.group_id.is_empty() {
+            return Err(BrokerError::InvalidRequest("GroupId can't be empty".into()));
+        }
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        match inner.groups.get(&req.group_id) {
+            Some(g) if g.state != GroupState::Empty => {
+                return Err(BrokerError::GroupIdNotFound(format!(
+                    "group {} is a classic group with members; it cannot use the consumer protocol until they leave",
+                    req.group_id
+                )));
+            }
+            Some(_) => {
+                // An empty classic group (committed offsets only) becomes a consumer group.
+                if let Some(g) = inner.groups.remove(&req.group_id) {
+                    inner.retired_generations += g.generation.max(0) as u64;
+                }
+            }
+            None => {}
+        }
+        if req.member_epoch == 0 {
+            inner
+                .consumer_groups
+                .entry(req.group_id.clone())
+                .or_insert_with(|| ConsumerGroup::new(&req.group_id, now));
+        }
+        let settings = ConsumerSettings {
+            session_timeout_ms: self.config.consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.config.consumer_heartbeat_interval_ms,
+            max_size: self.config.max_size,
+        };
+        let group = inner
+            .consumer_groups
+            .get_mut(&req.group_id)
+            .ok_or_else(|| {
+                BrokerError::UnknownMemberId(format!("group {} does not exist", req.group_id))
+            })?;
+        group.heartbeat(req, now, &settings, resolve)
     }
 
     /// Every group.
     pub fn list(&self) -> Vec<GroupDescription> {
-        let mut groups: Vec<_> = self
-            .inner
-            .lock()
+        let inner = self.inner.lock();
+        let mut groups: Vec<_> = inner
             .groups
             .values()
             .map(Group::describe)
+            .chain(inner.consumer_groups.values().map(describe_consumer))
             .collect();
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         groups
@@ -1245,23 +1404,29 @@ impl GroupCoordinator {
     pub fn delete_group(&self, group_id: &str) -> Result<(), BrokerError> {
         validate_group_id(group_id)?;
         let mut inner = self.inner.lock();
-        match inner.groups.get(group_id) {
-            None => {
+        let members = match (
+            inner.groups.get(group_id),
+            inner.consumer_groups.get(group_id),
+        ) {
+            (Some(g), _) => g.members.len(),
+            (None, Some(g)) => g.members.len(),
+            (None, None) => {
                 return Err(BrokerError::GroupIdNotFound(format!(
                     "group {group_id} does not exist"
                 )));
             }
-            Some(g) if g.state != GroupState::Empty => {
-                return Err(BrokerError::NonEmptyGroup(format!(
-                    "group {group_id} has {} members",
-                    g.members.len()
-                )));
-            }
-            Some(_) => {}
+        };
+        if members > 0 {
+            return Err(BrokerError::NonEmptyGroup(format!(
+                "group {group_id} has {members} members"
+            )));
         }
         self.offsets.delete(group_id, None)?;
         if let Some(g) = inner.groups.remove(group_id) {
             inner.retired_generations += g.generation.max(0) as u64;
+        }
+        if let Some(g) = inner.consumer_groups.remove(group_id) {
+            inner.retired_generations += g.epoch.max(0) as u64;
         }
         Ok(())
     }
@@ -1275,16 +1440,22 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
         validate_group_id(group_id)?;
         let inner = self.inner.lock();
-        let group = inner.groups.get(group_id).ok_or_else(|| {
-            BrokerError::GroupIdNotFound(format!("group {group_id} does not exist"))
-        })?;
-        let subscribed = match group.state {
-            GroupState::Empty => Vec::new(),
-            _ => group.subscribed_topics().ok_or_else(|| {
+        let subscribed: Vec<String> = match (
+            inner.groups.get(group_id),
+            inner.consumer_groups.get(group_id),
+        ) {
+            (Some(g), _) if g.state == GroupState::Empty => Vec::new(),
+            (Some(g), _) => g.subscribed_topics().ok_or_else(|| {
                 BrokerError::NonEmptyGroup(format!(
                     "group {group_id} has members and does not use the consumer protocol"
                 ))
             })?,
+            (None, Some(g)) => g.subscribed_topics().into_iter().collect(),
+            (None, None) => {
+                return Err(BrokerError::GroupIdNotFound(format!(
+                    "group {group_id} does not exist"
+                )));
+            }
         };
         let (keep, delete): (Vec<_>, Vec<_>) =
             partitions.iter().partition(|(t, _)| subscribed.contains(t));
