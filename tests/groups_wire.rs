@@ -418,8 +418,8 @@ fn offsets_commit_fetch_and_delete() {
     assert_eq!(resp.groups[1].group_state.as_str(), "Dead", "deleted above");
     let (_, m) = broker.admin_get("/metrics").unwrap();
     for line in [
-        r#"sediment_groups{state="Stable"} 1"#,
-        r#"sediment_groups{state="Empty"} 0"#,
+        r#"sediment_groups{type="classic",state="Stable"} 1"#,
+        r#"sediment_groups{type="classic",state="Empty"} 0"#,
         "sediment_group_members 1",
         "sediment_group_rebalances_total 1",
     ] {

@@ -114,6 +114,18 @@ pub enum BrokerError {
     /// Commit metadata longer than `offset.metadata.max.bytes`.
     #[error("offset metadata too large: {0}")]
     OffsetMetadataTooLarge(String),
+    /// A KIP-848 member epoch the coordinator has moved past: the member must rejoin.
+    #[error("fenced member epoch: {0}")]
+    FencedMemberEpoch(String),
+    /// An OffsetCommit from an older epoch of a KIP-848 member.
+    #[error("stale member epoch: {0}")]
+    StaleMemberEpoch(String),
+    /// A static member id still in use by another member.
+    #[error("unreleased instance id: {0}")]
+    UnreleasedInstanceId(String),
+    /// A server-side assignor the broker does not have.
+    #[error("unsupported assignor: {0}")]
+    UnsupportedAssignor(String),
     /// The coordinator cannot serve the request right now (shutting down, group dead).
     #[error("coordinator not available: {0}")]
     CoordinatorNotAvailable(String),
@@ -161,6 +173,10 @@ impl BrokerError {
             GroupSubscribedToTopic(_) => ResponseError::GroupSubscribedToTopic,
             OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
             CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+            FencedMemberEpoch(_) => ResponseError::FencedMemberEpoch,
+            StaleMemberEpoch(_) => ResponseError::StaleMemberEpoch,
+            UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,
+            UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
         }
     }
 
@@ -212,6 +228,8 @@ mod tests {
         assert_eq!(BrokerError::RebalanceInProgress(String::new()).code(), 27);
         assert_eq!(BrokerError::MemberIdRequired(String::new()).code(), 79);
         assert_eq!(BrokerError::FencedInstanceId(String::new()).code(), 82);
+        assert_eq!(BrokerError::FencedMemberEpoch(String::new()).code(), 110);
+        assert_eq!(BrokerError::StaleMemberEpoch(String::new()).code(), 113);
         assert_eq!(
             BrokerError::from(LogError::OutOfOrderSequence {
                 producer_id: 1,

@@ -112,8 +112,9 @@ impl Collector for PartitionCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (state, n) in groups.by_state {
-            ConstGauge::new(n as i64).encode(family.encode_family(&[("state", state.name())])?)?;
+        for ((kind, state), n) in groups.by_state {
+            ConstGauge::new(n as i64)
+                .encode(family.encode_family(&[("type", kind), ("state", state)])?)?;
         }
         ConstGauge::new(groups.members as i64).encode(encoder.encode_descriptor(
             "sediment_group_members",
@@ -124,7 +125,7 @@ impl Collector for PartitionCollector {
         prometheus_client::metrics::counter::ConstCounter::new(groups.rebalances).encode(
             encoder.encode_descriptor(
                 "sediment_group_rebalances",
-                "Consumer group join phases completed (generation changes)",
+                "Consumer group rebalances: classic generation and consumer-protocol group epoch changes",
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?,
@@ -311,6 +312,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "Other",
     }
 }

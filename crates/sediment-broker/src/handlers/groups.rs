@@ -183,19 +183,19 @@ pub(super) fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse 
         .groups()
         .list()
         .into_iter()
-        .filter(|g| states.is_empty() || states.contains(&g.state.name().to_ascii_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(s(g.group_id)))
                 .with_protocol_type(s(g.protocol_type))
                 .with_group_state(if ctx.version >= 4 {
-                    s(g.state.name())
+                    s(g.state)
                 } else {
                     StrBytes::default()
                 })
                 .with_group_type(if ctx.version >= 5 {
-                    s("classic")
+                    s(g.group_type)
                 } else {
                     StrBytes::default()
                 })
@@ -225,7 +225,7 @@ pub(super) fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGro
                 // Kafka describes an unknown group as Dead with no error.
                 None => base.with_group_state(s(GroupState::Dead.name())),
                 Some(g) => base
-                    .with_group_state(s(g.state.name()))
+                    .with_group_state(s(g.state))
                     .with_protocol_type(s(g.protocol_type))
                     .with_protocol_data(s(g.protocol))
                     .with_members(

@@ -3,6 +3,7 @@
 
 mod api_versions;
 mod configs;
+mod consumer_group;
 mod describe_cluster;
 mod fetch;
 mod find_coordinator;
@@ -103,6 +104,12 @@ pub async fn handle(ctx: &Ctx<'_>, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(ctx, r).await),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::fetch(ctx, r)),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::delete(ctx, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ResponseKind::ConsumerGroupHeartbeat(consumer_group::heartbeat(ctx, r))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_group::describe(ctx, r))
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
         }
