@@ -123,6 +123,9 @@ pub enum BrokerError {
     /// A static member id still in use by another member.
     #[error("unreleased instance id: {0}")]
     UnreleasedInstanceId(String),
+    /// A regex subscription that does not compile.
+    #[error("invalid regular expression: {0}")]
+    InvalidRegularExpression(String),
     /// A server-side assignor the broker does not have.
     #[error("unsupported assignor: {0}")]
     UnsupportedAssignor(String),
@@ -177,6 +180,7 @@ impl BrokerError {
             StaleMemberEpoch(_) => ResponseError::StaleMemberEpoch,
             UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,
             UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+            InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
         }
     }
 

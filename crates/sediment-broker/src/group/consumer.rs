@@ -34,6 +34,14 @@ pub struct TopicInfo {
     pub partitions: i32,
 }
 
+/// Where the group looks up topics: by name, and all names (for regex subscriptions).
+pub trait TopicResolver {
+    /// A topic's id and partition count.
+    fn topic(&self, name: &str) -> Option<TopicInfo>;
+    /// Every topic name.
+    fn names(&self) -> Vec<String>;
+}
+
 /// Server-side assignors, as Kafka names them.
 pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
@@ -54,7 +62,7 @@ pub struct ConsumerHeartbeat {
     pub rebalance_timeout_ms: i32,
     /// Subscribed topics.
     pub subscribed_topic_names: Option<Vec<String>>,
-    /// A regex subscription (not supported).
+    /// A regular-expression subscription (RE2 syntax, matching whole topic names; "" clears).
     pub subscribed_topic_regex: Option<String>,
     /// `group.remote.assignor`.
     pub server_assignor: Option<String>,
@@ -108,7 +116,11 @@ pub struct ConsumerMember {
     previous_epoch: i32,
     /// Reconciliation state.
     pub state: MemberState,
-    /// Subscribed topic names.
+    /// Topics subscribed by name.
+    pub names: BTreeSet<String>,
+    /// A regular-expression subscription and its compiled form.
+    pub regex: Option<(String, regex::Regex)>,
+    /// Effective subscription: `names` and the existing topics `regex` matches.
     pub subscribed: BTreeSet<String>,
     server_assignor: Option<String>,
     rebalance_timeout_ms: i64,
@@ -407,8 +419,24 @@ impl ConsumerGroup {
         req: ConsumerHeartbeat,
         now: i64,
         settings: &ConsumerSettings,
-        resolve: &dyn Fn(&str) -> Option<TopicInfo>,
+        topics: &dyn TopicResolver,
     ) -> Result<ConsumerHeartbeatResponse, BrokerError> {
+        let current_regex = self
+            .members
+            .get(&req.member_id)
+            .and_then(|m| m.regex.as_ref())
+            .map(|(r, _)| r.as_str());
+        // Compiled only when it changes (clients repeat it in every heartbeat).
+        let regex = match req.subscribed_topic_regex.as_deref() {
+            None => None,
+            Some(r) if Some(r) == current_regex => None,
+            Some("") => Some(None),
+            Some(r) => Some(Some((
+                r.to_string(),
+                regex::Regex::new(&format!("^(?:{r})$"))
+                    .map_err(|e| BrokerError::InvalidRegularExpression(format!("{r}: {e}")))?,
+            ))),
+        };
         let interval = settings.heartbeat_interval_ms as i32;
         if req.member_epoch == -1 || req.member_epoch == -2 {
             let known = self.members.contains_key(&req.member_id);
@@ -471,11 +499,18 @@ impl ConsumerGroup {
                 m.rack_id = Some(rack.clone());
             }
             if let Some(names) = &req.subscribed_topic_names {
-                let names: BTreeSet<String> = names.iter().cloned().collect();
-                if names != m.subscribed {
-                    m.subscribed = names;
-                    changed = true;
-                }
+                m.names = names.iter().cloned().collect();
+            }
+            if let Some(regex) = regex {
+                m.regex = regex;
+            }
+            let mut effective = m.names.clone();
+            if let Some((_, re)) = &m.regex {
+                effective.extend(topics.names().into_iter().filter(|t| re.is_match(t)));
+            }
+            if effective != m.subscribed {
+                m.subscribed = effective;
+                changed = true;
             }
             if let Some(a) = &req.server_assignor
                 && m.server_assignor.as_deref() != Some(a.as_str())
@@ -487,7 +522,7 @@ impl ConsumerGroup {
         let metadata: BTreeMap<String, TopicInfo> = self
             .subscribed_topics()
             .into_iter()
-            .filter_map(|t| resolve(&t).map(|info| (t, info)))
+            .filter_map(|t| topics.topic(&t).map(|info| (t, info)))
             .collect();
         if changed || metadata != self.metadata {
             self.metadata = metadata;
@@ -536,15 +571,9 @@ impl ConsumerGroup {
         now: i64,
         settings: &ConsumerSettings,
     ) -> Result<(String, bool), BrokerError> {
-        if req.subscribed_topic_regex.is_some() {
+        if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
             return Err(BrokerError::InvalidRequest(
-                "regular-expression subscriptions are not supported; subscribe to topic names"
-                    .into(),
-            ));
-        }
-        if req.subscribed_topic_names.is_none() {
-            return Err(BrokerError::InvalidRequest(
-                "SubscribedTopicNames must be set when joining".into(),
+                "SubscribedTopicNames or SubscribedTopicRegex must be set when joining".into(),
             ));
         }
         if let Some(a) = &req.server_assignor
@@ -616,6 +645,8 @@ impl ConsumerGroup {
                 epoch: 0,
                 previous_epoch: -1,
                 state: MemberState::Stable,
+                names: BTreeSet::new(),
+                regex: None,
                 subscribed: BTreeSet::new(),
                 server_assignor: None,
                 rebalance_timeout_ms: i64::from(req.rebalance_timeout_ms.max(1)),
@@ -738,12 +769,26 @@ mod tests {
         Uuid::from_u128(7)
     }
 
-    fn resolve(name: &str) -> Option<TopicInfo> {
-        (name == "t").then(|| TopicInfo {
-            id: topic_id(),
-            partitions: 6,
-        })
+    struct Topics(&'static [(&'static str, u128, i32)]);
+
+    impl TopicResolver for Topics {
+        fn topic(&self, name: &str) -> Option<TopicInfo> {
+            self.0
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, id, p)| TopicInfo {
+                    id: Uuid::from_u128(*id),
+                    partitions: *p,
+                })
+        }
+        fn names(&self) -> Vec<String> {
+            self.0.iter().map(|(n, _, _)| n.to_string()).collect()
+        }
     }
+
+    /// One topic `t` (id 7) with six partitions, and two others for regex tests.
+    #[allow(non_upper_case_globals)]
+    const resolve: Topics = Topics(&[("t", 7, 6), ("orders-eu", 8, 2), ("orders-us", 9, 2)]);
 
     fn parts(a: &Option<Assignment>) -> BTreeSet<i32> {
         a.as_ref()
@@ -897,6 +942,25 @@ mod tests {
         assert_eq!(
             (r.member_id.as_str(), parts(&r.assignment).len()),
             ("a2", 6)
+        );
+    }
+
+    #[test]
+    fn a_regex_subscription_matches_whole_topic_names() {
+        let mut g = ConsumerGroup::new("g", 0);
+        let mut join = hb("a", 0, None);
+        join.subscribed_topic_names = Some(vec![]);
+        join.subscribed_topic_regex = Some("orders-.*".into());
+        let a = g.heartbeat(join, 0, &SETTINGS, &resolve).unwrap();
+        let topics: Vec<u128> = a.assignment.unwrap().keys().map(|u| u.as_u128()).collect();
+        assert_eq!(topics, vec![8, 9]);
+        let mut partial = hb("b", 0, None);
+        partial.subscribed_topic_names = Some(vec![]);
+        partial.subscribed_topic_regex = Some("orders".into());
+        g.heartbeat(partial, 0, &SETTINGS, &resolve).unwrap();
+        assert!(
+            g.members["b"].subscribed.is_empty(),
+            "no topic is named exactly 'orders'"
         );
     }
 

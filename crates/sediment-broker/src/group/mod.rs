@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::errors::BrokerError;
 use consumer::{
-    ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse, ConsumerSettings, TopicInfo,
+    ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse, ConsumerSettings, TopicResolver,
 };
 use offsets::{CommittedOffset, OffsetStore, TopicPartition};
 
@@ -1341,11 +1341,11 @@ impl GroupCoordinator {
         self.inner.lock().consumer_groups.get(group_id).cloned()
     }
 
-    /// ConsumerGroupHeartbeat. `resolve` looks up a subscribed topic's id and partition count.
+    /// ConsumerGroupHeartbeat. `topics` looks up subscribed topics' ids and partition counts.
     pub fn consumer_heartbeat(
         &self,
         req: ConsumerHeartbeat,
-        resolve: &dyn Fn(&str) -> Option<TopicInfo>,
+        topics: &dyn TopicResolver,
     ) -> Result<ConsumerHeartbeatResponse, BrokerError> {
         if req.group_id.is_empty() {
             return Err(BrokerError::InvalidRequest("GroupId can't be empty".into()));
@@ -1384,7 +1384,7 @@ impl GroupCoordinator {
             .ok_or_else(|| {
                 BrokerError::UnknownMemberId(format!("group {} does not exist", req.group_id))
             })?;
-        group.heartbeat(req, now, &settings, resolve)
+        group.heartbeat(req, now, &settings, topics)
     }
 
     /// Every group.

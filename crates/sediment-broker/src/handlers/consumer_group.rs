@@ -12,8 +12,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, OPERATIONS_NOT_REQUESTED};
+use crate::broker::Broker;
 use crate::errors::BrokerError;
-use crate::group::consumer::{Assignment, ConsumerHeartbeat, TopicInfo};
+use crate::group::consumer::{Assignment, ConsumerHeartbeat, TopicInfo, TopicResolver};
 
 /// ACL operations on a group without an authorizer: read, delete, describe.
 const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
@@ -45,24 +46,18 @@ pub(super) fn heartbeat(
         subscribed_topic_names: req
             .subscribed_topic_names
             .map(|names| names.iter().map(|n| n.to_string()).collect()),
-        // librdkafka sends an empty regex alongside topic names.
-        subscribed_topic_regex: req
-            .subscribed_topic_regex
-            .filter(|r| !r.is_empty())
-            .map(|r| r.to_string()),
+        // librdkafka sends an empty regex alongside topic names: no regex.
+        subscribed_topic_regex: req.subscribed_topic_regex.map(|r| r.to_string()),
         server_assignor: req.server_assignor.map(|a| a.to_string()),
         owned,
         client_id: ctx.client_id.to_string(),
         client_host: format!("/{}", ctx.peer.ip()),
     };
     let broker = ctx.broker;
-    let resolve = |name: &str| {
-        broker.topic(name).map(|t| TopicInfo {
-            id: t.id(),
-            partitions: t.partition_count(),
-        })
-    };
-    match broker.groups().consumer_heartbeat(hb, &resolve) {
+    match broker
+        .groups()
+        .consumer_heartbeat(hb, &BrokerTopics(broker))
+    {
         Ok(r) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(s(r.member_id)))
             .with_member_epoch(r.member_epoch)
@@ -91,6 +86,25 @@ pub(super) fn heartbeat(
                 .with_error_message(message)
                 .with_member_id(None)
         }
+    }
+}
+
+struct BrokerTopics<'a>(&'a Broker);
+
+impl TopicResolver for BrokerTopics<'_> {
+    fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.0.topic(name).map(|t| TopicInfo {
+            id: t.id(),
+            partitions: t.partition_count(),
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect()
     }
 }
 
@@ -151,7 +165,7 @@ pub(super) fn describe(
                     members
                         .into_iter()
                         .map(|m| {
-                            let subscribed: BTreeSet<&String> = m.subscribed.iter().collect();
+                            let subscribed: BTreeSet<&String> = m.names.iter().collect();
                             describe::Member::default()
                                 .with_member_id(s(m.id.clone()))
                                 .with_instance_id(m.instance_id.clone().map(s))
@@ -164,6 +178,9 @@ pub(super) fn describe(
                                         .into_iter()
                                         .map(|t| TopicName(s(t.clone())))
                                         .collect(),
+                                )
+                                .with_subscribed_topic_regex(
+                                    m.regex.as_ref().map(|(r, _)| s(r.clone())),
                                 )
                                 .with_assignment(describe_assignment(ctx, &m.assigned))
                                 .with_target_assignment(describe_assignment(
