@@ -79,6 +79,11 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The first line of a Python `faulthandler` stack dump.
+fn is_dump_start(line: &str) -> bool {
+    line.starts_with("Thread 0x") || line.starts_with("Current thread 0x")
+}
+
 impl Member {
     fn start(s: &Scenario, name: &str, instance_id: Option<&str>) -> Self {
         let mut cmd = Command::new(python());
@@ -242,6 +247,24 @@ impl Member {
         self.stdin = None;
     }
 
+    /// Asks the running member for a dump of all its Python threads' stacks (SIGUSR1, see
+    /// group_member.py) and waits until it is in its stderr: where a hung client is stuck.
+    fn dump_stacks(&self) {
+        let signalled = Command::new("kill")
+            .args(["-USR1", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !signalled {
+            return;
+        }
+        let _ = wait_for(Duration::from_secs(3), || {
+            let o = self.out.lock().unwrap();
+            o.stderr.iter().any(|l| is_dump_start(l)).then_some(())
+        });
+        // The dump is written in one go; let the reader take its last lines.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     /// Status, the last events and the last stderr lines, for failure messages.
     fn report(&self) -> String {
         let o = self.out.lock().unwrap();
@@ -252,10 +275,22 @@ impl Member {
             .filter(|e| e["event"] != "record")
             .map(Value::to_string)
             .collect();
+        // A stack dump (see dump_stacks) is shown whole, after the tail of the log before it.
+        let dump_at = o
+            .stderr
+            .iter()
+            .position(|l| is_dump_start(l))
+            .unwrap_or(o.stderr.len());
+        let (log, dump) = o.stderr.split_at(dump_at);
+        let dump = if dump.is_empty() {
+            String::new()
+        } else {
+            format!("-- stacks of all threads (SIGUSR1):\n{}\n", dump.join("\n"))
+        };
         format!(
             "---- {} (exit {:?}, {} records processed, latest assignment {:?})\n\
              -- non-record events (last 20 of {}):\n{}\n-- non-JSON stdout:\n{}\n\
-             -- stderr (last 80 of {} lines):\n{}\n",
+             -- stderr (last 80 of {} lines):\n{}\n{dump}",
             self.name,
             self.exit,
             o.events.iter().filter(|e| e["event"] == "record").count(),
@@ -267,8 +302,8 @@ impl Member {
             events.len(),
             tail(&events, 20),
             tail(&o.junk, 20),
-            o.stderr.len(),
-            tail(&o.stderr, 80),
+            log.len(),
+            tail(log, 80),
         )
     }
 }
@@ -276,6 +311,9 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         if self.is_running() {
+            if std::thread::panicking() {
+                self.dump_stacks();
+            }
             let _ = self.child.kill();
             self.exit = self.child.wait().ok();
         }

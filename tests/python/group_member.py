@@ -17,12 +17,16 @@ the member is idle everything it printed is committed. A revoke callback commits
 processed but not yet committed for the revoked partitions.
 
 Commands on stdin, one a line: "close" commits, closes the consumer (LeaveGroup) and exits 0.
-End of stdin counts as "close". SIGKILL simulates a crash.
+End of stdin counts as "close". SIGKILL simulates a crash. SIGUSR1 dumps the stacks of all
+threads to stderr (the test sends it to a member it gives up on).
 """
 import argparse
+import faulthandler
 import json
 import logging
+import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -251,6 +255,23 @@ def run_kafka_python(args, commands):
             state.announce()
 
     consumer.subscribe([args.topic], listener=Listener())
+    # Know the topic's partitions before the first poll() joins the group. Otherwise a member
+    # that leads the first generation assigns nothing ("No partition metadata for topic") and,
+    # once the metadata arrives, rejoins because its assignment snapshot no longer matches the
+    # metadata. kafka-python 3.0.12 can lose such a rejoin: if a poll() times out while the
+    # JoinGroup/SyncGroup is in flight, the leader's new assignment has already made
+    # need_rejoin() false again (that rejoin does not set the rejoin flag), so no later poll()
+    # awaits the pending join. Its SyncGroup answer is never applied and the member stays
+    # REBALANCING with heartbeats off, silently, until it is killed. topics() fetches metadata
+    # and returns after the coordinator has taken its snapshot of the subscribed topic.
+    deadline = time.monotonic() + 30
+    while True:
+        consumer.topics()
+        if consumer.partitions_for_topic(args.topic):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no metadata for topic {args.topic}")
+        time.sleep(0.1)
     emit({"event": "subscribed"})
     while True:
         cmd = next_command(commands)
@@ -285,11 +306,26 @@ def main():
     ap.add_argument("--strategy", default="range")
     ap.add_argument("--debug", action="store_true")
     args = ARGS = ap.parse_args()
+    # The test sends SIGUSR1 before it gives up on a member: every thread's stack goes to
+    # stderr, which the test prints, so that a hung client shows where it hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.debug and args.client == "confluent" else logging.INFO,
         format=f"%(asctime)s [{args.name}] %(name)s %(levelname)s %(message)s",
     )
+    # For investigations: GROUP_MEMBER_DEBUG_DIR=DIR in the test's environment writes each
+    # member's full DEBUG log (every request and response, every thread) to DIR/NAME-PID.log.
+    debug_dir = os.environ.get("GROUP_MEMBER_DEBUG_DIR")
+    if debug_dir:
+        root = logging.getLogger()
+        for h in root.handlers:
+            h.setLevel(root.level)
+        fh = logging.FileHandler(os.path.join(debug_dir, f"{args.name}-{os.getpid()}.log"))
+        fh.setFormatter(logging.Formatter(
+            f"%(asctime)s [{args.name}] %(threadName)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(fh)
+        root.setLevel(logging.DEBUG)
     commands = stdin_commands()
     if args.client == "confluent":
         run_confluent(args, commands)
