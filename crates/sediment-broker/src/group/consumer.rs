@@ -547,8 +547,13 @@ impl ConsumerGroup {
         }
         self.reconcile(&member_id, req.owned.as_ref(), now);
         let m = self.members.get_mut(&member_id).expect("member");
+        // Kafka sends the assignment when it changed. It is also repeated while the member is
+        // still converging: librdkafka resends a timed-out heartbeat without its partitions, and
+        // a member that lost the response telling it to revoke would otherwise wait for its
+        // rebalance timeout. Clients ignore an assignment they already have.
         let send = req.member_epoch == 0
             || req.owned.is_some()
+            || m.state != MemberState::Stable
             || m.last_sent.as_ref() != Some(&m.assigned);
         let assignment = send.then(|| m.assigned.clone());
         if send {
@@ -837,6 +842,12 @@ mod tests {
         assert_eq!(g.state_name(), "Reconciling");
         // Commits at a's current epoch are still accepted while it revokes.
         g.check_commit("a", 1).unwrap();
+        // The response was lost and the client repeats its heartbeat without partitions: the
+        // revocation is sent again.
+        let again = g
+            .heartbeat(hb("a", 1, None), 2, &SETTINGS, &resolve)
+            .unwrap();
+        assert_eq!(parts(&again.assignment), a_keeps);
         // a reports it owns only the three: it moves to epoch 2.
         let a = g
             .heartbeat(hb("a", 1, owned(&a_keeps)), 3, &SETTINGS, &resolve)
