@@ -468,3 +468,87 @@ fn producer_ids_are_unique_across_restarts() {
         b.producer_id
     );
 }
+
+#[tokio::test]
+async fn the_admin_api_shows_groups_members_and_lag() {
+    use rdkafka::producer::FutureRecord;
+    let (broker, mut c) = start();
+    let producer = sediment_tests::kafka::producer(&broker.kafka, &[]);
+    for i in 0..10 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("orders")
+                    .partition(0)
+                    .payload(&format!("v{i}")),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+    // A live member and an offsets-only group.
+    let a = join_new(&mut c, 9, "live");
+    let me = a.member_id.to_string();
+    let assignment = consumer_assignment("orders", &[0, 1]);
+    assert_eq!(sync(&mut c, "live", 1, &me, &[(&me, &assignment)]).0, NONE);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group("lagging"))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("orders")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(4)
+                        .with_committed_metadata(Some(s("m"))),
+                ]),
+        ]);
+    assert_eq!(
+        c.request(8, &commit).unwrap().topics[0].partitions[0].error_code,
+        NONE
+    );
+
+    let (status, body) = broker.admin_get("/v1/groups").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        list,
+        serde_json::json!([
+            {"group": "lagging", "type": "classic", "state": "Empty", "members": 0},
+            {"group": "live", "type": "classic", "state": "Stable", "members": 1},
+        ])
+    );
+    let (_, body) = broker.admin_get("/v1/groups/lagging").unwrap();
+    let g: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        g["offsets"],
+        serde_json::json!([{"topic": "orders", "partition": 0, "committed_offset": 4,
+            "metadata": "m", "log_end_offset": 10, "lag": 6}])
+    );
+    let (_, body) = broker.admin_get("/v1/groups/live").unwrap();
+    let g: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(g["protocol"], "range");
+    assert_eq!(g["members"][0]["client_id"], "sediment-tests");
+    assert_eq!(
+        g["members"][0]["assignment"],
+        serde_json::json!({"orders": [0, 1]})
+    );
+    let (status, _) = broker.admin_get("/v1/groups/nope").unwrap();
+    assert_eq!(status, 404);
+}
+
+/// A consumer-protocol assignment (version 1) of `partitions` of `topic`.
+fn consumer_assignment(topic: &str, partitions: &[i32]) -> Vec<u8> {
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    let a = kafka_protocol::messages::ConsumerProtocolAssignment::default()
+        .with_assigned_partitions(vec![
+            TopicPartition::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(partitions.to_vec()),
+        ]);
+    let mut buf = BytesMut::new();
+    buf.put_i16(1);
+    a.encode(&mut buf, 1).unwrap();
+    buf.to_vec()
+}

@@ -1,11 +1,12 @@
 //! The admin HTTP server (axum): Prometheus metrics, health probes, and a small read-only JSON
-//! view of topics for operators.
+//! view of topics and consumer groups (members, assignments, committed offsets and lag) for
+//! operators.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -52,6 +53,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .route("/v1/topics", get(topics))
+        .route("/v1/groups", get(groups))
+        .route("/v1/groups/{group}", get(group))
         .with_state(state)
 }
 
@@ -125,4 +128,148 @@ async fn topics(State(state): State<AdminState>) -> Response {
         })
         .collect();
     Json(view).into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct GroupSummaryView {
+    group: String,
+    #[serde(rename = "type")]
+    group_type: &'static str,
+    state: &'static str,
+    members: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupView {
+    group: String,
+    #[serde(rename = "type")]
+    group_type: &'static str,
+    state: &'static str,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<MemberView>,
+    offsets: Vec<OffsetView>,
+}
+
+#[derive(Debug, Serialize)]
+struct MemberView {
+    member_id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    /// Topic -> partitions, when the assignment is readable (consumer protocol).
+    assignment: std::collections::BTreeMap<String, Vec<i32>>,
+}
+
+#[derive(Debug, Serialize)]
+struct OffsetView {
+    topic: String,
+    partition: i32,
+    committed_offset: i64,
+    metadata: String,
+    log_end_offset: Option<i64>,
+    /// Records between the committed offset and the log end (None when the partition is gone).
+    lag: Option<i64>,
+}
+
+async fn groups(State(state): State<AdminState>) -> Response {
+    let Some(broker) = state.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let view: Vec<GroupSummaryView> = broker
+        .groups()
+        .list()
+        .into_iter()
+        .map(|g| GroupSummaryView {
+            group: g.group_id,
+            group_type: g.group_type,
+            state: g.state,
+            members: g.members.len(),
+        })
+        .collect();
+    Json(view).into_response()
+}
+
+/// Partitions of a classic member's consumer-protocol assignment.
+fn classic_assignment(bytes: &bytes::Bytes) -> std::collections::BTreeMap<String, Vec<i32>> {
+    use bytes::Buf;
+    use kafka_protocol::protocol::Decodable;
+    let mut out = std::collections::BTreeMap::new();
+    let mut buf = bytes.clone();
+    if buf.remaining() < 2 {
+        return out;
+    }
+    let version = buf.get_i16().clamp(0, 3);
+    if let Ok(a) = kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut buf, version) {
+        for tp in a.assigned_partitions {
+            out.insert(tp.topic.to_string(), tp.partitions);
+        }
+    }
+    out
+}
+
+async fn group(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let Some(broker) = state.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let coordinator = broker.groups();
+    let Some(desc) = coordinator.describe(&id) else {
+        return (StatusCode::NOT_FOUND, format!("no group {id}\n")).into_response();
+    };
+    let consumer = coordinator.consumer_group(&id);
+    let members = desc
+        .members
+        .into_iter()
+        .map(|m| {
+            let assignment = match consumer.as_ref().and_then(|g| g.members.get(&m.member_id)) {
+                Some(cm) => cm
+                    .assigned
+                    .iter()
+                    .map(|(topic_id, parts)| {
+                        let name = broker
+                            .topic_by_id(*topic_id)
+                            .map_or_else(|| topic_id.to_string(), |t| t.name().to_string());
+                        (name, parts.iter().copied().collect())
+                    })
+                    .collect(),
+                None => classic_assignment(&m.assignment),
+            };
+            MemberView {
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                assignment,
+            }
+        })
+        .collect();
+    let offsets = coordinator
+        .group_offsets(&id)
+        .into_iter()
+        .map(|((topic, partition), o)| {
+            let end = broker
+                .topic(&topic)
+                .and_then(|t| t.partition(partition))
+                .and_then(|p| p.offsets().ok())
+                .map(|(_, end)| end);
+            OffsetView {
+                lag: end.map(|e| (e - o.offset).max(0)),
+                log_end_offset: end,
+                topic,
+                partition,
+                committed_offset: o.offset,
+                metadata: o.metadata,
+            }
+        })
+        .collect();
+    Json(GroupView {
+        group: desc.group_id,
+        group_type: desc.group_type,
+        state: desc.state,
+        protocol_type: desc.protocol_type,
+        protocol: desc.protocol,
+        members,
+        offsets,
+    })
+    .into_response()
 }
