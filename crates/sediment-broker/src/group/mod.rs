@@ -309,6 +309,8 @@ struct Group {
     static_members: HashMap<String, String>,
     rebalance_deadline: Option<i64>,
     initial_delay_until: Option<i64>,
+    /// Members that have not sent SyncGroup by then are removed (Kafka's pending-sync timeout).
+    sync_deadline: Option<i64>,
     /// When the group last became empty (offsets expire counting from here).
     empty_since: i64,
 }
@@ -327,6 +329,7 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            sync_deadline: None,
             empty_since: now,
         }
     }
@@ -461,6 +464,7 @@ impl Group {
         tracing::info!(group = %self.id, generation = self.generation, reason, "preparing to rebalance");
         let was_empty = self.state == GroupState::Empty;
         self.state = GroupState::PreparingRebalance;
+        self.sync_deadline = None;
         self.rebalance_deadline = Some(now + self.max_rebalance_timeout());
         self.initial_delay_until = (was_empty && config.initial_rebalance_delay_ms > 0)
             .then(|| now + config.initial_rebalance_delay_ms);
@@ -485,7 +489,7 @@ impl Group {
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none())
+            .filter(|m| m.join_waiter.is_none() && m.instance_id.is_none())
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
@@ -506,18 +510,23 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if self
+        // The leader must be a member that is here to compute the assignment.
+        let leader_joined = self
             .leader
             .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
-        {
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.join_waiter.is_some());
+        if !leader_joined {
             self.leader = self
                 .members
                 .values()
+                .filter(|m| m.join_waiter.is_some())
                 .min_by_key(|m| m.joined_seq)
+                .or_else(|| self.members.values().min_by_key(|m| m.joined_seq))
                 .map(|m| m.id.clone());
         }
         self.state = GroupState::CompletingRebalance;
+        self.sync_deadline = Some(now + self.max_rebalance_timeout());
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let response = self.join_response(&id, false);
@@ -608,16 +617,21 @@ impl Group {
         if self.protocol_type.as_deref() != Some("consumer") {
             return None;
         }
-        let protocol = self.protocol.as_deref()?;
+        // Before the first protocol is chosen, every protocol's subscription counts.
         let mut topics = Vec::new();
         for m in self.members.values() {
-            let mut buf = m.metadata(protocol);
-            if buf.remaining() < 2 {
-                continue;
-            }
-            let version = buf.get_i16().clamp(0, 3);
-            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version) {
-                topics.extend(sub.topics.iter().map(|t| t.to_string()));
+            for (name, metadata) in &m.protocols {
+                if self.protocol.as_ref().is_some_and(|p| p != name) {
+                    continue;
+                }
+                let mut buf = metadata.clone();
+                if buf.remaining() < 2 {
+                    continue;
+                }
+                let version = buf.get_i16().clamp(0, 3);
+                if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version) {
+                    topics.extend(sub.topics.iter().map(|t| t.to_string()));
+                }
             }
         }
         Some(topics)
@@ -694,7 +708,11 @@ impl GroupCoordinator {
             ..Inner::default()
         };
         for g in offsets.groups() {
-            inner.groups.insert(g.clone(), Group::new(&g, now));
+            // How long it was empty before the restart is unknown: the commit timestamps
+            // (which are durable) decide when its offsets expire.
+            let mut group = Group::new(&g, now);
+            group.empty_since = i64::MIN;
+            inner.groups.insert(g.clone(), group);
         }
         Self {
             config,
@@ -1031,6 +1049,7 @@ impl GroupCoordinator {
                             }
                         }
                         group.state = GroupState::Stable;
+                        group.sync_deadline = None;
                         tracing::info!(group = %group_id, generation = group.generation, "group is stable");
                     }
                     Ok(Reply::Later(rx))
@@ -1129,6 +1148,20 @@ impl GroupCoordinator {
                 tracing::info!(group = %group.id, member = %id, "member session expired");
                 group.remove_member(&id, now, &self.config, "a member's session expired");
             }
+            if group.state == GroupState::CompletingRebalance
+                && group.sync_deadline.is_some_and(|d| now >= d)
+            {
+                let silent: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.sync_waiter.is_none())
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in silent {
+                    tracing::info!(group = %group.id, member = %id, "member did not send SyncGroup in time; removed");
+                    group.remove_member(&id, now, &self.config, "a member did not sync in time");
+                }
+            }
             group.maybe_complete_join(now);
         }
         for group in inner.consumer_groups.values_mut() {
@@ -1143,7 +1176,9 @@ impl GroupCoordinator {
         let offsets = &self.offsets;
         let mut retired = 0;
         inner.groups.retain(|id, g| {
-            let keep = g.state != GroupState::Empty || offsets.has_group(id);
+            // Pending member ids (MEMBER_ID_REQUIRED handed out) keep a new group alive.
+            let keep =
+                g.state != GroupState::Empty || !g.pending.is_empty() || offsets.has_group(id);
             if !keep {
                 retired += g.generation.max(0) as u64;
             }
@@ -1241,13 +1276,13 @@ impl GroupCoordinator {
             return Ok(());
         }
         group.fenced(member_id, instance_id)?;
+        group.member(member_id)?;
+        group.check_generation(generation)?;
         if group.state == GroupState::CompletingRebalance {
             return Err(BrokerError::RebalanceInProgress(format!(
                 "group {group_id} is completing a rebalance"
             )));
         }
-        group.member(member_id)?;
-        group.check_generation(generation)?;
         let m = group.members.get_mut(member_id).expect("checked member");
         m.heartbeat_deadline = now + m.session_timeout_ms;
         Ok(())

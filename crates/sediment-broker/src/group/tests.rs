@@ -336,3 +336,98 @@ fn offsets_of_a_long_empty_group_expire_and_deleted_topics_are_forgotten() {
     assert!(c.committed("kept", &("gone".into(), 0)).is_none());
     assert!(c.committed("kept", &("t".into(), 0)).is_some());
 }
+
+#[test]
+fn a_new_group_survives_ticks_between_member_id_required_and_the_rejoin() {
+    let f = fixture();
+    let c = &f.coordinator;
+    let mut first = c.join(request("", None, &["range"]));
+    let Some(Err(BrokerError::MemberIdRequired(id))) = ready(&mut first) else {
+        panic!("expected MEMBER_ID_REQUIRED");
+    };
+    f.clock.advance(100);
+    c.tick();
+    let mut again = c.join(request(&id, None, &["range"]));
+    assert_eq!(ready(&mut again).unwrap().unwrap().generation_id, 1);
+}
+
+#[test]
+fn a_static_member_that_misses_a_rebalance_keeps_its_place_until_its_session_ends() {
+    let f = fixture();
+    let c = &f.coordinator;
+    let mut j = c.join(request("", Some("pod-0"), &["range"]));
+    let s0 = ready(&mut j).unwrap().unwrap();
+    sync_all(c, 1, &s0.member_id, &[&s0.member_id]);
+    // Another member joins while pod-0 is restarting and never rejoins in time.
+    let (b, mut jb) = join_new(c, &["range"]);
+    f.clock.advance(REBALANCE);
+    c.heartbeat("g", 1, &s0.member_id, None).ok();
+    c.tick();
+    let rb = ready(&mut jb).unwrap().unwrap();
+    assert_eq!(rb.leader, b, "the member that is here leads");
+    assert_eq!(rb.members.len(), 2, "pod-0 is still a member");
+    // pod-0 comes back with a new process: it takes its place, no new member appears.
+    let mut back = c.join(request("", Some("pod-0"), &["range"]));
+    let _ = ready(&mut back);
+    assert_eq!(c.describe("g").unwrap().members.len(), 2);
+}
+
+#[test]
+fn followers_are_not_left_waiting_when_the_leader_never_syncs() {
+    let f = fixture();
+    let c = &f.coordinator;
+    let (a, mut ja) = join_new(c, &["range"]);
+    ready(&mut ja).unwrap().unwrap();
+    sync_all(c, 1, &a, &[&a]);
+    let (b, mut jb) = join_new(c, &["range"]);
+    let mut ja = c.join(request(&a, None, &["range"]));
+    ready(&mut ja).unwrap().unwrap();
+    ready(&mut jb).unwrap().unwrap();
+    // b (a follower) syncs; a (the leader) keeps heartbeating but never syncs.
+    let mut sb = c.sync("g", 2, &b, None, (None, None), vec![]);
+    assert!(ready(&mut sb).is_none());
+    for _ in 0..4 {
+        f.clock.advance(REBALANCE / 4 + 1);
+        let _ = c.heartbeat("g", 2, &a, None);
+        c.tick();
+    }
+    assert!(
+        matches!(
+            ready(&mut sb),
+            Some(Err(BrokerError::RebalanceInProgress(_)))
+        ),
+        "the follower is told to rejoin"
+    );
+    assert!(
+        c.describe("g")
+            .unwrap()
+            .members
+            .iter()
+            .all(|m| m.member_id != a)
+    );
+}
+
+#[test]
+fn a_stale_commit_during_completing_rebalance_gets_illegal_generation() {
+    let f = fixture();
+    let c = &f.coordinator;
+    let (a, mut ja) = join_new(c, &["range"]);
+    ready(&mut ja).unwrap().unwrap();
+    sync_all(c, 1, &a, &[&a]);
+    let (_b, mut jb) = join_new(c, &["range"]);
+    let mut ja = c.join(request(&a, None, &["range"]));
+    ready(&mut ja).unwrap().unwrap();
+    ready(&mut jb).unwrap().unwrap();
+    assert!(matches!(
+        c.check_commit("g", 1, &a, None),
+        Err(BrokerError::IllegalGeneration(_))
+    ));
+    assert!(matches!(
+        c.check_commit("g", 2, "stranger", None),
+        Err(BrokerError::UnknownMemberId(_))
+    ));
+    assert!(matches!(
+        c.check_commit("g", 2, &a, None),
+        Err(BrokerError::RebalanceInProgress(_))
+    ));
+}
