@@ -74,6 +74,10 @@ struct Journal {
     file: File,
     bytes: u64,
     groups: HashMap<String, GroupOffsets>,
+    /// Size at which compaction is next considered.
+    compact_at: u64,
+    /// Set when a failed write could not be undone: later writes are refused.
+    poisoned: Option<String>,
 }
 
 /// Offsets in a journal file under the data directory.
@@ -146,13 +150,28 @@ impl FileOffsetStore {
             Err(e) => return Err(storage(&path, e)),
         };
         let mut groups = HashMap::new();
+        // `good`: end of the last complete line. A bad line in the middle (bit rot) is
+        // skipped, so the commits after it survive; an incomplete or bad last line is a write
+        // the crash interrupted and is cut off.
         let mut good = 0usize;
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            let Some(entry) = line.strip_suffix(b"\n").and_then(decode_line) else {
-                break;
-            };
-            apply(&mut groups, entry);
-            good += line.len();
+        let mut skipped = 0usize;
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            let last = i + 1 == lines.len();
+            match line.strip_suffix(b"\n").and_then(decode_line) {
+                Some(entry) => {
+                    apply(&mut groups, entry);
+                    good += line.len();
+                }
+                None if last => break,
+                None => {
+                    skipped += 1;
+                    good += line.len();
+                }
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(path = %path.display(), lines = skipped, "skipped corrupt lines in the offset journal");
         }
         let file = OpenOptions::new()
             .create(true)
@@ -163,7 +182,7 @@ impl FileOffsetStore {
             tracing::warn!(
                 path = %path.display(),
                 dropped_bytes = bytes.len() - good,
-                "offset journal has a torn or corrupt tail; cutting it off"
+                "offset journal has a torn tail; cutting it off"
             );
             file.set_len(good as u64).map_err(|e| storage(&path, e))?;
             file.sync_all().map_err(|e| storage(&path, e))?;
@@ -174,26 +193,51 @@ impl FileOffsetStore {
                 file,
                 bytes: good as u64,
                 groups,
+                compact_at: COMPACT_MIN_BYTES.max(good as u64 * 2),
+                poisoned: None,
             }),
         })
     }
 
     fn write(&self, journal: &mut Journal, entry: Entry) -> Result<(), BrokerError> {
+        if let Some(why) = &journal.poisoned {
+            return Err(storage(&self.path, why));
+        }
         let line = encode_line(&entry);
-        journal
+        let written = journal
             .file
             .write_all(&line)
-            .and_then(|()| journal.file.sync_data())
-            .map_err(|e| storage(&self.path, e))?;
+            .and_then(|()| journal.file.sync_data());
+        if let Err(e) = written {
+            // Undo whatever part of the line reached the file, so the next commit does not
+            // follow garbage that would stop the replay (and lose it) after a restart.
+            if let Err(undo) = journal
+                .file
+                .set_len(journal.bytes)
+                .and_then(|()| journal.file.sync_all())
+            {
+                let why = format!(
+                    "a failed write ({e}) could not be undone ({undo}); restart the broker"
+                );
+                tracing::error!(path = %self.path.display(), "{why}");
+                journal.poisoned = Some(why);
+            }
+            return Err(storage(&self.path, e));
+        }
         journal.bytes += line.len() as u64;
         apply(&mut journal.groups, entry);
-        if journal.bytes > COMPACT_MIN_BYTES {
-            self.compact(journal)?;
+        if journal.bytes > journal.compact_at
+            && let Err(e) = self.compact(journal)
+        {
+            // The commit itself is durable; compaction is retried after more growth.
+            tracing::warn!(path = %self.path.display(), error = %e, "offset journal compaction failed");
+            journal.compact_at = journal.bytes * 2;
         }
         Ok(())
     }
 
-    /// Rewrites the journal as one commit line per group when that shrinks it enough.
+    /// Rewrites the journal as one commit line per group when that shrinks it enough; either
+    /// way, the next attempt waits until the journal has grown again.
     fn compact(&self, journal: &mut Journal) -> Result<(), BrokerError> {
         let mut out = Vec::new();
         for (group, offsets) in &journal.groups {
@@ -206,6 +250,7 @@ impl FileOffsetStore {
             }));
         }
         if (out.len() as u64) * 4 > journal.bytes {
+            journal.compact_at = journal.bytes * 2;
             return Ok(());
         }
         crate::store::write_atomically(&self.path, &out)?;
@@ -214,6 +259,7 @@ impl FileOffsetStore {
             .open(&self.path)
             .map_err(|e| storage(&self.path, e))?;
         journal.bytes = out.len() as u64;
+        journal.compact_at = COMPACT_MIN_BYTES.max(journal.bytes * 4);
         tracing::debug!(path = %self.path.display(), bytes = journal.bytes, "compacted offset journal");
         Ok(())
     }
@@ -336,6 +382,32 @@ mod tests {
         let mut bad = line.clone();
         bad[12] ^= 1;
         assert!(decode_line(bad.strip_suffix(b"\n").unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_corrupt_line_in_the_middle_does_not_lose_the_commits_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        store.commit("g", &[(tp("t", 0), off(1, ""))]).unwrap();
+        store.commit("g", &[(tp("t", 0), off(2, ""))]).unwrap();
+        store.commit("g", &[(tp("t", 1), off(3, ""))]).unwrap();
+        drop(store);
+        let path = dir.path().join("groups/offsets.log");
+        let mut bytes = fs::read(&path).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 12;
+        bytes[second] ^= 0x20; // inside the second line's JSON
+        fs::write(&path, &bytes).unwrap();
+        let store = FileOffsetStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.fetch("g", &tp("t", 0)).unwrap().offset,
+            1,
+            "line 2 skipped"
+        );
+        assert_eq!(
+            store.fetch("g", &tp("t", 1)).unwrap().offset,
+            3,
+            "line 3 kept"
+        );
     }
 
     #[test]
