@@ -65,6 +65,14 @@ pub fn validate_batch(bytes: &Bytes, limits: &BatchLimits) -> Result<BatchSummar
             "transactional batches are not supported".into(),
         ));
     }
+    if header.producer_id() >= 0 && (header.base_sequence() < 0 || header.producer_epoch() < 0) {
+        return Err(BrokerError::InvalidRecord(format!(
+            "idempotent batch of producer {} has base sequence {} and epoch {}; both must be set",
+            header.producer_id(),
+            header.base_sequence(),
+            header.producer_epoch()
+        )));
+    }
     let count = header.records_count();
     if count < 1 || header.last_offset_delta() != count - 1 {
         return Err(BrokerError::InvalidRecord(format!(
@@ -287,6 +295,24 @@ pub(crate) mod tests {
             validate_batch(&lie.freeze(), &limits()).unwrap_err().code(),
             87
         );
+    }
+
+    #[test]
+    fn idempotent_batches_need_a_sequence_and_an_epoch() {
+        let one = encode(&[b"x"], Compression::None);
+        for (epoch, sequence) in [(0i16, -1i32), (-1, 0)] {
+            let mut b = BytesMut::from(&one[..]);
+            b[43..51].copy_from_slice(&5i64.to_be_bytes());
+            b[51..53].copy_from_slice(&epoch.to_be_bytes());
+            b[53..57].copy_from_slice(&sequence.to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(
+                validate_batch(&b.freeze(), &limits()).unwrap_err().code(),
+                87,
+                "epoch {epoch} sequence {sequence}"
+            );
+        }
     }
 
     fn hex(s: &str) -> Bytes {

@@ -593,30 +593,45 @@ impl ConsumerGroup {
         } else {
             req.member_id.clone()
         };
+        if let Some(m) = self.members.get(&member_id)
+            && m.instance_id != req.instance_id
+        {
+            return Err(BrokerError::InvalidRequest(format!(
+                "member {member_id} is already in group {} with group.instance.id {:?}",
+                self.id, m.instance_id
+            )));
+        }
         if let Some(instance) = &req.instance_id
             && let Some(old) = self.static_members.get(instance).cloned()
             && old != member_id
         {
-            let previous = self.members.get(&old).expect("static member is a member");
-            if !previous.left_static {
-                return Err(BrokerError::UnreleasedInstanceId(format!(
-                    "group.instance.id {instance} is still used by member {old}"
-                )));
+            match self.members.get(&old) {
+                Some(previous) if !previous.left_static => {
+                    return Err(BrokerError::UnreleasedInstanceId(format!(
+                        "group.instance.id {instance} is still used by member {old}"
+                    )));
+                }
+                Some(_) => {
+                    // The static member is back: the new id takes over its place and partitions.
+                    let mut m = self.members.remove(&old).expect("looked up above");
+                    m.id = member_id.clone();
+                    m.client_id = req.client_id.clone();
+                    m.client_host = req.client_host.clone();
+                    m.last_sent = None;
+                    if let Some(t) = self.target.remove(&old) {
+                        self.target.insert(member_id.clone(), t);
+                    }
+                    self.members.insert(member_id.clone(), m);
+                    self.static_members
+                        .insert(instance.clone(), member_id.clone());
+                    tracing::info!(group = %self.id, old = %old, new = %member_id, "static member rejoined");
+                    return Ok((member_id, false));
+                }
+                None => {
+                    // A mapping without its member: forget it and join as new.
+                    self.static_members.remove(instance);
+                }
             }
-            // The static member is back: the new id takes over its place and partitions.
-            let mut m = self.members.remove(&old).expect("member");
-            m.id = member_id.clone();
-            m.client_id = req.client_id.clone();
-            m.client_host = req.client_host.clone();
-            m.last_sent = None;
-            if let Some(t) = self.target.remove(&old) {
-                self.target.insert(member_id.clone(), t);
-            }
-            self.members.insert(member_id.clone(), m);
-            self.static_members
-                .insert(instance.clone(), member_id.clone());
-            tracing::info!(group = %self.id, old = %old, new = %member_id, "static member rejoined");
-            return Ok((member_id, false));
         }
         if let Some(m) = self.members.get_mut(&member_id) {
             // Rejoining after being fenced: it owns nothing any more.
@@ -954,6 +969,37 @@ mod tests {
             (r.member_id.as_str(), parts(&r.assignment).len()),
             ("a2", 6)
         );
+    }
+
+    #[test]
+    fn a_member_cannot_take_over_another_static_members_place() {
+        let mut g = ConsumerGroup::new("g", 0);
+        let mut x = hb("x", 0, None);
+        x.instance_id = Some("K".into());
+        g.heartbeat(x, 0, &SETTINGS, &resolve).unwrap();
+        let mut y = hb("y", 0, None);
+        y.instance_id = Some("I".into());
+        g.heartbeat(y, 0, &SETTINGS, &resolve).unwrap();
+        let mut leave = hb("y", -2, None);
+        leave.instance_id = Some("I".into());
+        g.heartbeat(leave, 1, &SETTINGS, &resolve).unwrap();
+        // x, already a member as K, tries to come back as I.
+        let mut steal = hb("x", 0, None);
+        steal.instance_id = Some("I".into());
+        assert!(matches!(
+            g.heartbeat(steal, 2, &SETTINGS, &resolve),
+            Err(BrokerError::InvalidRequest(_))
+        ));
+        g.heartbeat(hb("x", -1, None), 3, &SETTINGS, &resolve)
+            .unwrap();
+        // K can be used again, and I's owner can come back.
+        let mut k = hb("z", 0, None);
+        k.instance_id = Some("K".into());
+        g.heartbeat(k, 4, &SETTINGS, &resolve).unwrap();
+        let mut back = hb("y2", 0, None);
+        back.instance_id = Some("I".into());
+        g.heartbeat(back, 5, &SETTINGS, &resolve).unwrap();
+        assert_eq!(g.members.len(), 2);
     }
 
     #[test]
