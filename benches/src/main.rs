@@ -62,6 +62,9 @@ struct Args {
     /// Parent directory for Sediment's temporary data directory (default: $TMPDIR or /tmp).
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
+    /// Produce with an idempotent producer (`enable.idempotence=true`, hence acks=all).
+    #[arg(long)]
+    idempotent: bool,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -109,6 +112,7 @@ fn run() -> Result<()> {
         queue_kbytes: args.queue_kbytes,
         phase_timeout: Duration::from_secs(args.phase_timeout_secs),
         broker_cpus: args.broker_cpus.clone(),
+        idempotent: args.idempotent,
     };
     let payloads = Payloads::new(args.record_bytes);
 
@@ -160,7 +164,11 @@ fn run() -> Result<()> {
         sediment,
         peer,
     };
-    report.print_table();
+    report.print_table(if args.idempotent {
+        "idempotent producer, acks=all"
+    } else {
+        "acks=1"
+    });
     if let Some(path) = &args.json {
         let value = report.to_json(&command, &machine, &args, &librdkafka);
         std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
@@ -262,10 +270,10 @@ impl Report {
         out
     }
 
-    fn print_table(&self) {
+    fn print_table(&self, producer: &str) {
         let dash =
             |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
-        println!("\nResults (1 MB = 10^6 bytes; latency = enqueue to delivery report, acks=1)");
+        println!("\nResults (1 MB = 10^6 bytes; latency = enqueue to delivery report; {producer})");
         println!(
             "{:<32} {:>10} {:>12} {:>9} {:>9}",
             "", "MB/s", "rec/s", "p50 ms", "p99 ms"

@@ -29,6 +29,8 @@ pub struct Workload {
     pub phase_timeout: Duration,
     /// CPUs the broker processes are pinned to (`taskset -c`), to separate them from the client.
     pub broker_cpus: Option<String>,
+    /// Produce with `enable.idempotence=true` (which needs acks=all) instead of acks=1.
+    pub idempotent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -198,8 +200,8 @@ pub fn produce(bootstrap: &str, w: &Workload, payloads: &Payloads) -> Result<Pro
     };
     let producer: ThreadedProducer<DeliveryTracker> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("acks", "1")
-        .set("enable.idempotence", "false")
+        .set("acks", if w.idempotent { "all" } else { "1" })
+        .set("enable.idempotence", w.idempotent.to_string())
         .set("compression.type", "none")
         .set("linger.ms", w.linger_ms.to_string())
         .set("batch.size", w.batch_bytes.to_string())
