@@ -172,7 +172,7 @@ impl PartitionLog {
             let mut pos = 0;
             while pos < bytes.len() {
                 let header = BatchHeader::parse(&bytes[pos..])?;
-                self.observe_producer_batch(&header, header.base_offset());
+                self.observe_producer_batch(&header, header.base_offset(), header.max_timestamp());
                 offset = header.last_offset() + 1;
                 pos += header.total_size();
             }
@@ -186,7 +186,12 @@ impl PartitionLog {
         Ok(())
     }
 
-    fn observe_producer_batch(&mut self, header: &BatchHeader<'_>, base_offset: i64) {
+    fn observe_producer_batch(
+        &mut self,
+        header: &BatchHeader<'_>,
+        base_offset: i64,
+        timestamp: i64,
+    ) {
         let producer_id = header.producer_id();
         if producer_id < 0 || header.is_control() {
             return;
@@ -200,7 +205,7 @@ impl PartitionLog {
                 last_seq: last_sequence(first_seq, header.last_offset_delta()),
                 first_offset: base_offset,
                 last_offset: base_offset + i64::from(header.last_offset_delta()),
-                timestamp: header.max_timestamp(),
+                timestamp,
             },
         );
     }
@@ -355,8 +360,9 @@ impl PartitionLog {
         });
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(&head, records, interval)?;
-        let stored = BatchHeader::parse(&head)?;
-        self.observe_producer_batch(&stored, base_offset);
+        // The stored header differs from `header` only in the fields passed here.
+        let timestamp = log_append_time.unwrap_or(header.max_timestamp());
+        self.observe_producer_batch(&header, base_offset, timestamp);
         self.unflushed_messages += header.records_count().max(0) as u64;
         let flush_due = self
             .config

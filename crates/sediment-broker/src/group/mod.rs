@@ -658,6 +658,22 @@ struct Inner {
     retired_generations: u64,
 }
 
+impl Inner {
+    /// Removes a classic group, keeping its rebalances in the count.
+    fn retire_classic(&mut self, id: &str) {
+        if let Some(g) = self.groups.remove(id) {
+            self.retired_generations += g.generation.max(0) as u64;
+        }
+    }
+
+    /// Removes a consumer-protocol group, keeping its rebalances in the count.
+    fn retire_consumer(&mut self, id: &str) {
+        if let Some(g) = self.consumer_groups.remove(id) {
+            self.retired_generations += g.epoch.max(0) as u64;
+        }
+    }
+}
+
 /// Figures for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStats {
@@ -771,11 +787,7 @@ impl GroupCoordinator {
                     req.group_id
                 )));
             }
-            Some(_) => {
-                if let Some(g) = inner.consumer_groups.remove(&req.group_id) {
-                    inner.retired_generations += g.epoch.max(0) as u64;
-                }
-            }
+            Some(_) => inner.retire_consumer(&req.group_id),
             None => {}
         }
         inner.next_seq += 1;
@@ -1394,12 +1406,8 @@ impl GroupCoordinator {
                     req.group_id
                 )));
             }
-            Some(_) => {
-                // An empty classic group (committed offsets only) becomes a consumer group.
-                if let Some(g) = inner.groups.remove(&req.group_id) {
-                    inner.retired_generations += g.generation.max(0) as u64;
-                }
-            }
+            // An empty classic group (committed offsets only) becomes a consumer group.
+            Some(_) => inner.retire_classic(&req.group_id),
             None => {}
         }
         if req.member_epoch == 0 {
@@ -1457,12 +1465,8 @@ impl GroupCoordinator {
             )));
         }
         self.offsets.delete(group_id, None)?;
-        if let Some(g) = inner.groups.remove(group_id) {
-            inner.retired_generations += g.generation.max(0) as u64;
-        }
-        if let Some(g) = inner.consumer_groups.remove(group_id) {
-            inner.retired_generations += g.epoch.max(0) as u64;
-        }
+        inner.retire_classic(group_id);
+        inner.retire_consumer(group_id);
         Ok(())
     }
 
