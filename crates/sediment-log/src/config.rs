@@ -38,6 +38,15 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms`: forget an idempotent producer's sequence state when its
     /// newest batch is older than this (checked when a segment rolls).
     pub producer_id_expiration_ms: i64,
+    /// `remote.storage.enable`: sealed segments are also copied elsewhere (the archive). Then
+    /// `retention.*` bound the local and archived data together, and the `local.retention.*`
+    /// limits delete local segments, but only those the archive already holds (KIP-405).
+    pub tiered: bool,
+    /// `local.retention.bytes`: the most the local tier keeps when `tiered` (`None`: unlimited).
+    pub local_retention_bytes: Option<u64>,
+    /// `local.retention.ms`: local segments older than this are deleted when `tiered` and
+    /// archived (`None`: unlimited).
+    pub local_retention_ms: Option<i64>,
 }
 
 /// Kafka's default `producer.id.expiration.ms`: one day.
@@ -56,6 +65,9 @@ impl Default for LogConfig {
                 ms: Some(1000),
             },
             producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            tiered: false,
+            local_retention_bytes: None,
+            local_retention_ms: None,
         }
     }
 }

@@ -35,9 +35,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{DEFAULT_PRODUCER_ID_EXPIRATION_MS, FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
 pub use layout::{DELETE_SUFFIX, parse_partition_dir_name, partition_dir_name};
-pub use partition::{AppendInfo, FlushHandle, PartitionLog, SegmentStats};
+pub use partition::{AppendInfo, FlushHandle, PartitionLog, RetentionOutcome, SegmentStats};
 pub use producer::{
     MAX_CACHED_BATCHES, ProducerBatch, ProducerEntry, ProducerStates, SequenceCheck, last_sequence,
 };
-pub use retention::{SegmentSummary, roll_due, segments_to_delete};
+pub use retention::{
+    RetentionLimits, RetentionPlan, SegmentSummary, plan_retention, roll_due, segments_to_delete,
+};
 pub use segment::ReadSlice;

@@ -15,7 +15,7 @@ use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::layout::{SNAPSHOT_EXT, parse_log_file_name, parse_offset_file_name, segment_file};
 use crate::producer::{ProducerBatch, ProducerStates, SequenceCheck, last_sequence};
-use crate::retention::{SegmentSummary, roll_due, segments_to_delete};
+use crate::retention::{RetentionLimits, SegmentSummary, plan_retention, roll_due};
 use crate::segment::{ReadSlice, Segment, sync_dir};
 
 /// Where an appended batch landed.
@@ -32,6 +32,16 @@ pub struct AppendInfo {
     /// The batch was a retry of one already in the log: nothing was appended and the offsets
     /// are those of the original.
     pub duplicate: bool,
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    /// Local segments deleted.
+    pub local_deleted: usize,
+    /// When `retention.*` moved the start of the whole log past archived segments: the new
+    /// start. Archived segments ending at or before it are out of retention.
+    pub archive_start_offset: Option<i64>,
 }
 
 /// Producer-state snapshots kept per partition (newest first).
@@ -468,20 +478,27 @@ impl PartitionLog {
         }
     }
 
-    /// Deletes segments that `retention.bytes` / `retention.ms` no longer allow, rolling the active
-    /// segment first when it has expired as a whole. Returns the number of segments deleted.
-    pub fn apply_retention(&mut self) -> Result<usize> {
-        let now = self.clock.now_ms();
-        let mut n = segments_to_delete(
+    /// Applies retention (see [`plan_retention`]) given the segments the archive holds
+    /// (`archived`, oldest first; empty when nothing is archived): deletes local segments that
+    /// `retention.*` no longer allow, or that `local.retention.*` allow to go because the archive
+    /// holds them, rolling the active segment first when it has expired as a whole. Archived
+    /// segments are not this log's to delete; the outcome says which are out of retention.
+    pub fn apply_retention(&mut self, archived: &[SegmentSummary]) -> Result<RetentionOutcome> {
+        let limits = RetentionLimits {
+            bytes: self.config.retention_bytes,
+            ms: self.config.retention_ms,
+            local_bytes: self.config.local_retention_bytes,
+            local_ms: self.config.local_retention_ms,
+            tiered: self.config.tiered,
+        };
+        let plan = plan_retention(
             &self.segment_summaries(),
-            self.config.retention_bytes,
-            self.config.retention_ms,
-            now,
+            archived,
+            &limits,
+            self.clock.now_ms(),
         );
-        if n == 0 {
-            return Ok(0);
-        }
-        if n == self.segments.len() {
+        let mut n = plan.local_segments;
+        if plan.roll_active {
             self.roll()?;
             n = self.segments.len() - 1;
         }
@@ -494,7 +511,29 @@ impl PartitionLog {
                 "deleted segment by retention"
             );
         }
-        Ok(n)
+        Ok(RetentionOutcome {
+            local_deleted: n,
+            archive_start_offset: plan
+                .log_start_offset
+                .filter(|_| plan.archived_segments > 0),
+        })
+    }
+
+    /// Summaries of the sealed segments (all but the active one), oldest first: what the
+    /// archiver may copy.
+    pub fn sealed_segments(&self) -> Vec<SegmentSummary> {
+        let sealed = self.segments.len() - 1;
+        self.segments[..sealed].iter().map(Segment::summary).collect()
+    }
+
+    /// The whole of the sealed segment that starts at `base_offset`, readable without the lock;
+    /// `None` when there is no such sealed segment (retention deleted it, or it is active).
+    pub fn sealed_segment(&self, base_offset: i64) -> Option<ReadSlice> {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let i = sealed
+            .binary_search_by_key(&base_offset, |s| s.base_offset)
+            .ok()?;
+        Some(sealed[i].slice_from(0))
     }
 
     /// Whether `flush.ms` calls for an fsync now.
@@ -716,11 +755,11 @@ mod tests {
         config.retention_ms = Some(60_000);
         log.set_config(config.clone()).unwrap();
         clock.set(T0 + 29_000 + 60_000); // everything but the newest batch is past 60 s
-        assert!(log.apply_retention().unwrap() >= 1);
+        assert!(log.apply_retention(&[]).unwrap().local_deleted >= 1);
         assert!(log.log_start_offset() > 0);
         assert_eq!(log.log_end_offset(), 30);
         clock.advance(10_000); // now every record has expired: the active segment rolls and goes
-        log.apply_retention().unwrap();
+        log.apply_retention(&[]).unwrap();
         assert_eq!(log.log_start_offset(), 30);
         assert_eq!(log.stats().size_bytes, 0);
         assert!(matches!(
@@ -740,7 +779,7 @@ mod tests {
         for _ in 0..40 {
             log.append(&make_batch(1, T0, 50), 0, false).unwrap();
         }
-        log.apply_retention().unwrap();
+        log.apply_retention(&[]).unwrap();
         assert!(
             log.stats().size_bytes <= 1024 + 1024,
             "at most the limit plus the active segment"
@@ -929,5 +968,47 @@ mod tests {
         drop(log);
         let log = open(dir.path(), &clock);
         assert_eq!(log.producer_states(), &before);
+    }
+
+    #[test]
+    fn tiered_retention_deletes_locally_only_what_is_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let mut log = open(dir.path(), &clock);
+        for i in 0..30 {
+            log.append(&make_batch(1, T0 + i, 50), 0, false).unwrap();
+        }
+        let sealed = log.sealed_segments();
+        assert!(sealed.len() >= 3, "{sealed:?}");
+        // The archiver reads a sealed segment whole, chunk by chunk.
+        let slice = log.sealed_segment(sealed[1].base_offset).unwrap();
+        let first = slice.read(1, true).unwrap();
+        let rest = slice.advanced(first.len() as u64).read(usize::MAX, true).unwrap();
+        assert_eq!((first.len() + rest.len()) as u64, sealed[1].size_bytes);
+        assert_eq!(BatchHeader::parse(&rest).unwrap().base_offset(), sealed[1].base_offset + 1);
+        assert!(log.sealed_segment(log.log_end_offset()).is_none(), "active");
+        assert!(log.sealed_segment(sealed[1].base_offset + 1).is_none());
+
+        let mut config = small_config();
+        config.tiered = true;
+        config.local_retention_bytes = Some(0);
+        log.set_config(config).unwrap();
+        // Nothing archived yet: nothing goes.
+        assert_eq!(log.apply_retention(&[]).unwrap().local_deleted, 0);
+        // The first two sealed segments archived: they go, the rest stays.
+        let outcome = log.apply_retention(&sealed[..2]).unwrap();
+        assert_eq!(outcome.local_deleted, 2);
+        assert_eq!(outcome.archive_start_offset, None);
+        assert_eq!(log.log_start_offset(), sealed[2].base_offset);
+        assert_eq!(log.log_end_offset(), 30);
+        // The total limit then removes archived history too, and says so.
+        let mut config = small_config();
+        config.tiered = true;
+        config.retention_ms = Some(1);
+        log.set_config(config).unwrap();
+        clock.advance(1_000);
+        let outcome = log.apply_retention(&sealed[..2]).unwrap();
+        assert_eq!(outcome.archive_start_offset, Some(30));
+        assert_eq!(log.log_start_offset(), 30);
     }
 }

@@ -83,6 +83,93 @@ pub fn segments_to_delete(
     by_time.max(by_size)
 }
 
+/// The limits retention enforces on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionLimits {
+    /// `retention.bytes`: local and archived data together (`None`: unlimited).
+    pub bytes: Option<u64>,
+    /// `retention.ms`: local and archived data together (`None`: unlimited).
+    pub ms: Option<i64>,
+    /// `local.retention.bytes`, applied only when the partition is tiered.
+    pub local_bytes: Option<u64>,
+    /// `local.retention.ms`, applied only when the partition is tiered.
+    pub local_ms: Option<i64>,
+    /// Whether sealed segments are archived (`remote.storage.enable`).
+    pub tiered: bool,
+}
+
+/// What one retention pass deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionPlan {
+    /// The new start of the whole log when `retention.*` moved it: every segment, local or
+    /// archived, that ends at or before this offset is out of retention.
+    pub log_start_offset: Option<i64>,
+    /// Local segments to delete, oldest first (by the total limits, then the local ones).
+    pub local_segments: usize,
+    /// The active segment has expired too and must be rolled before the deletion.
+    pub roll_active: bool,
+    /// Archived segments (oldest first) that are out of retention.
+    pub archived_segments: usize,
+}
+
+/// Decides one retention pass over `local` segments (oldest first, the active one last) and
+/// `archived` ones (oldest first; an archived segment has the same offsets as the local
+/// segment it was made from, and may still be present locally).
+///
+/// `retention.*` apply to the whole log: the archived segments no longer held locally come
+/// first, then the local ones; what falls out is deleted from both tiers. When the partition is
+/// tiered, `local.retention.*` then delete further local segments, but never the active one and
+/// never one the archive does not hold yet, so nothing unarchived is lost to the local limits.
+pub fn plan_retention(
+    local: &[SegmentSummary],
+    archived: &[SegmentSummary],
+    limits: &RetentionLimits,
+    now_ms: i64,
+) -> RetentionPlan {
+    let Some(first_local) = local.first() else {
+        return RetentionPlan::default();
+    };
+    let archive_only = archived
+        .iter()
+        .take_while(|a| a.next_offset <= first_local.base_offset)
+        .count();
+    let combined: Vec<SegmentSummary> = archived[..archive_only]
+        .iter()
+        .chain(local)
+        .copied()
+        .collect();
+    let n = segments_to_delete(&combined, limits.bytes, limits.ms, now_ms);
+    let mut plan = RetentionPlan::default();
+    let start = match n {
+        0 => None,
+        n if n == combined.len() => {
+            plan.roll_active = true;
+            combined.last().map(|s| s.next_offset)
+        }
+        n => Some(combined[n].base_offset),
+    };
+    if let Some(start) = start {
+        plan.log_start_offset = Some(start);
+        plan.archived_segments = archived
+            .iter()
+            .take_while(|a| a.next_offset <= start)
+            .count();
+        plan.local_segments = local.iter().take_while(|s| s.next_offset <= start).count();
+    }
+    if limits.tiered && !plan.roll_active {
+        let remaining = &local[plan.local_segments..];
+        let archived_end = archived.last().map_or(i64::MIN, |a| a.next_offset);
+        let sealed = remaining.len().saturating_sub(1);
+        let by_local = segments_to_delete(remaining, limits.local_bytes, limits.local_ms, now_ms)
+            .min(sealed);
+        plan.local_segments += remaining[..by_local]
+            .iter()
+            .take_while(|s| s.next_offset <= archived_end)
+            .count();
+    }
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +250,123 @@ mod tests {
             !roll_due(&seg(0, 0, -1), &config, 5_000, 5, i64::MAX),
             "never roll empty"
         );
+    }
+
+    fn at(base: i64, next: i64, size: u64, max_ts: i64) -> SegmentSummary {
+        SegmentSummary {
+            base_offset: base,
+            next_offset: next,
+            size_bytes: size,
+            max_timestamp: max_ts,
+            roll_reference_ms: 0,
+        }
+    }
+
+    /// Local segments [0,10) [10,20) [20,30) [30,40 active), 100 bytes each, newest records at
+    /// t=1000, 2000, 3000, 4000.
+    fn local4() -> Vec<SegmentSummary> {
+        (0..4)
+            .map(|i| at(i * 10, i * 10 + 10, 100, (i + 1) * 1000))
+            .collect()
+    }
+
+    #[test]
+    fn local_limits_delete_only_archived_sealed_segments() {
+        let local = local4();
+        let limits = RetentionLimits {
+            local_bytes: Some(0),
+            tiered: true,
+            ..RetentionLimits::default()
+        };
+        // Nothing archived: the local limit deletes nothing.
+        assert_eq!(plan_retention(&local, &[], &limits, 10_000).local_segments, 0);
+        // Two segments archived: exactly those two go.
+        let archived = [local[0], local[1]];
+        let plan = plan_retention(&local, &archived, &limits, 10_000);
+        assert_eq!(plan.local_segments, 2);
+        assert_eq!((plan.archived_segments, plan.log_start_offset), (0, None));
+        // Even with everything archived, the active segment stays.
+        let all = [local[0], local[1], local[2], local[3]];
+        assert_eq!(plan_retention(&local, &all, &limits, 10_000).local_segments, 3);
+        // Not tiered: the local limits do not apply.
+        let flat = RetentionLimits {
+            tiered: false,
+            ..limits
+        };
+        assert_eq!(plan_retention(&local, &archived, &flat, 10_000).local_segments, 0);
+    }
+
+    #[test]
+    fn local_time_limit_is_a_prefix_of_archived_segments() {
+        let local = local4();
+        let archived = [local[0], local[1], local[2]];
+        let limits = RetentionLimits {
+            local_ms: Some(1_500),
+            tiered: true,
+            ..RetentionLimits::default()
+        };
+        // now=3600: segments 0 (age 2600) and 1 (age 1600) are past 1500 ms locally.
+        let plan = plan_retention(&local, &archived, &limits, 3_600);
+        assert_eq!(plan.local_segments, 2);
+        assert_eq!(plan.archived_segments, 0, "the archive keeps them");
+    }
+
+    #[test]
+    fn total_limits_span_both_tiers() {
+        // Archive holds [0,10) .. [30,40); local holds [20,30) [30,40) [40,50 active).
+        let archived: Vec<_> = (0..4)
+            .map(|i| at(i * 10, i * 10 + 10, 100, (i + 1) * 1000))
+            .collect();
+        let local = vec![archived[2], archived[3], at(40, 50, 100, 5000)];
+        // retention.ms=2500 at now=5000: segments with newest record before 2500 are out:
+        // [0,10) and [10,20), both archive-only.
+        let limits = RetentionLimits {
+            ms: Some(2_500),
+            tiered: true,
+            ..RetentionLimits::default()
+        };
+        let plan = plan_retention(&local, &archived, &limits, 5_000);
+        assert_eq!(plan.log_start_offset, Some(20));
+        assert_eq!((plan.archived_segments, plan.local_segments), (2, 0));
+        // retention.bytes counts archive-only bytes plus local bytes: 500 in all. With a limit
+        // of 150 the three oldest go (as in Kafka, while what remains still meets the limit):
+        // two archive-only segments and [20,30) from both tiers.
+        let limits = RetentionLimits {
+            bytes: Some(150),
+            tiered: true,
+            ..RetentionLimits::default()
+        };
+        let plan = plan_retention(&local, &archived, &limits, 5_000);
+        assert_eq!(plan.log_start_offset, Some(30));
+        assert_eq!((plan.archived_segments, plan.local_segments), (3, 1));
+        // Everything expired: roll the active segment and delete it all, archive included.
+        let limits = RetentionLimits {
+            ms: Some(10),
+            tiered: true,
+            ..RetentionLimits::default()
+        };
+        let plan = plan_retention(&local, &archived, &limits, 100_000);
+        assert!(plan.roll_active);
+        assert_eq!(plan.log_start_offset, Some(50));
+        assert_eq!((plan.archived_segments, plan.local_segments), (4, 3));
+    }
+
+    #[test]
+    fn without_an_archive_the_plan_is_plain_retention() {
+        let local = local4();
+        for (bytes, ms, now) in [
+            (None, Some(1_500), 3_000),
+            (Some(150), None, 0),
+            (Some(0), Some(0), 10_000),
+        ] {
+            let limits = RetentionLimits {
+                bytes,
+                ms,
+                ..RetentionLimits::default()
+            };
+            let n = segments_to_delete(&local, bytes, ms, now);
+            let plan = plan_retention(&local, &[], &limits, now);
+            assert_eq!(plan.local_segments, n);
+        }
     }
 }

@@ -152,6 +152,15 @@ impl ReadSlice {
         self.end.saturating_sub(self.start)
     }
 
+    /// The rest of the slice after its first `bytes` bytes (which should end on a batch
+    /// boundary, as the bytes [`ReadSlice::read`] returned do).
+    pub fn advanced(&self, bytes: u64) -> ReadSlice {
+        ReadSlice {
+            start: self.start.saturating_add(bytes).min(self.end),
+            ..self.clone()
+        }
+    }
+
     /// Reads whole batches, at most `max_bytes` of them. With `at_least_one`, the first batch is
     /// returned whole even when larger, so a consumer can always make progress (KIP-74).
     pub fn read(&self, max_bytes: usize, at_least_one: bool) -> Result<Bytes> {
