@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
 };
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use parquet::arrow::async_reader::MetadataFetch;
 use parquet::file::metadata::ParquetMetaDataReader;
 use serde::{Deserialize, Serialize};
@@ -62,8 +62,7 @@ impl RateLimiter {
         state.1 = now;
         if state.0 < 0.0 {
             // Waiting with the lock held queues later callers behind this one.
-            tokio::time::sleep(Duration::from_secs_f64(-state.0 / self.bytes_per_second))
-                .await;
+            tokio::time::sleep(Duration::from_secs_f64(-state.0 / self.bytes_per_second)).await;
             state.0 = 0.0;
             state.1 = Instant::now();
         }
@@ -401,12 +400,7 @@ impl Archive {
     ) -> Result<Vec<Orphan>> {
         let layout = &self.store.layout;
         let prefix = (!layout.prefix().as_ref().is_empty()).then(|| layout.prefix().clone());
-        let objects: Vec<ObjectMeta> = self
-            .store
-            .store
-            .list(prefix.as_ref())
-            .try_collect()
-            .await?;
+        let objects: Vec<ObjectMeta> = self.store.store.list(prefix.as_ref()).try_collect().await?;
         let now = chrono_now();
         let mut out = Vec::new();
         for meta in objects {
@@ -477,7 +471,11 @@ impl Archive {
                         ("rows", found.rows as i64, e.rows as i64),
                         ("base offset", found.base_offset, e.base_offset),
                         ("last offset", found.last_offset, e.last_offset),
-                        ("partition", i64::from(found.partition), i64::from(e.partition)),
+                        (
+                            "partition",
+                            i64::from(found.partition),
+                            i64::from(e.partition),
+                        ),
                         (
                             "segment crc",
                             i64::from(found.segment_crc32c),
@@ -500,9 +498,9 @@ impl Archive {
                         || found.row_groups.last().map(|r| r.last_offset)
                             != e.row_groups.last().map(|r| r.last_offset)
                     {
-                        report.problems.push(problem(
-                            "row-group offsets differ from the manifest".into(),
-                        ));
+                        report
+                            .problems
+                            .push(problem("row-group offsets differ from the manifest".into()));
                     }
                 }
                 Err(err) => report
@@ -575,7 +573,10 @@ struct ObjectFetch {
 }
 
 impl MetadataFetch for ObjectFetch {
-    fn fetch(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+    fn fetch(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
             self.store
                 .get_range(&self.key, range)

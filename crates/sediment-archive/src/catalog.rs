@@ -233,23 +233,26 @@ mod tests {
     fn commits_are_idempotent_ascending_and_never_overlap() {
         let c = MemoryCatalog::default();
         let t = Uuid::new_v4();
-        assert_eq!(
-            c.commit(entry(t, 0, 9, "a")).unwrap(),
-            CommitOutcome::Added
-        );
+        assert_eq!(c.commit(entry(t, 0, 9, "a")).unwrap(), CommitOutcome::Added);
         assert_eq!(
             c.commit(entry(t, 0, 9, "a")).unwrap(),
             CommitOutcome::AlreadyPresent,
             "a retried commit"
         );
-        assert!(c.commit(entry(t, 0, 9, "b")).is_err(), "same range, other key");
+        assert!(
+            c.commit(entry(t, 0, 9, "b")).is_err(),
+            "same range, other key"
+        );
         assert!(c.commit(entry(t, 5, 14, "c")).is_err(), "overlap");
         // A gap is allowed (retention removed unarchived segments).
         c.commit(entry(t, 20, 29, "d")).unwrap();
         assert!(c.commit(entry(t, 10, 19, "e")).is_err(), "before the end");
         assert_eq!(c.segments(t, 0).len(), 2);
         let removed = c.remove_before(t, 0, 20).unwrap();
-        assert_eq!(removed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            removed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
         assert_eq!(c.remove_topic(t).unwrap().len(), 1);
         assert!(c.partitions().is_empty());
     }

@@ -253,9 +253,7 @@ impl ObjectStore for InstrumentedStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.counters
-            .requests[RequestCounters::index(Op::List)]
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.requests[RequestCounters::index(Op::List)].fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix)
     }
 
@@ -283,7 +281,10 @@ mod tests {
         let counters = Arc::new(RequestCounters::default());
         let store = InstrumentedStore::new(Arc::new(InMemory::new()), Arc::clone(&counters));
         let p = Path::from("a/b");
-        store.put(&p, PutPayload::from_static(b"hello")).await.unwrap();
+        store
+            .put(&p, PutPayload::from_static(b"hello"))
+            .await
+            .unwrap();
         store.head(&p).await.unwrap();
         store.get_range(&p, 1..3).await.unwrap();
         assert!(store.head(&Path::from("missing")).await.is_err());

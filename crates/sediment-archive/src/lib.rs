@@ -34,10 +34,14 @@ pub use error::{ArchiveError, Result};
 pub use instrumented::{InstrumentedStore, Op, RequestCounters};
 pub use manifest::{ArchivedSegment, RowGroupEntry, entry_from_footer};
 pub use paths::{CLUSTER_MARKER, Layout, SegmentKey};
-pub use records::{Codec, DECOMPRESSED_TOO_LARGE, DecodedBatch, Headers, Record, decompress_capped};
+pub use records::{
+    Codec, DECOMPRESSED_TOO_LARGE, DecodedBatch, Headers, Record, decompress_capped,
+};
 pub use schema::{SCHEMA_VERSION, arrow_schema, col, meta};
 pub use settings::{ArchiveSettings, MIN_PART_SIZE};
-pub use store::{ArchiveStore, ArchiveUrl, AwsChainCredentials, default_url, open_store, resolve_endpoint};
+pub use store::{
+    ArchiveStore, ArchiveUrl, AwsChainCredentials, default_url, open_store, resolve_endpoint,
+};
 pub use writer::{SegmentSource, WriterOptions, write_segment, writer_properties};
 
 #[cfg(test)]

@@ -171,8 +171,16 @@ pub fn entry_from_footer(
         partition: parse(key, meta::PARTITION, get(meta::PARTITION)?)?,
         base_offset: parse(key, meta::BASE_OFFSET, get(meta::BASE_OFFSET)?)?,
         last_offset: parse(key, meta::LAST_OFFSET, get(meta::LAST_OFFSET)?)?,
-        min_timestamp: row_groups.iter().map(|r| r.min_timestamp).min().unwrap_or(-1),
-        max_timestamp: row_groups.iter().map(|r| r.max_timestamp).max().unwrap_or(-1),
+        min_timestamp: row_groups
+            .iter()
+            .map(|r| r.min_timestamp)
+            .min()
+            .unwrap_or(-1),
+        max_timestamp: row_groups
+            .iter()
+            .map(|r| r.max_timestamp)
+            .max()
+            .unwrap_or(-1),
         rows: row_groups.iter().map(|r| r.rows).sum(),
         segment_bytes: parse(key, meta::SEGMENT_BYTES, get(meta::SEGMENT_BYTES)?)?,
         segment_crc32c: parse(key, meta::SEGMENT_CRC32C, get(meta::SEGMENT_CRC32C)?)?,

@@ -92,7 +92,11 @@ impl Layout {
             return None;
         };
         let topic = topic.as_ref().strip_prefix("topic=")?.to_string();
-        let partition: i32 = partition.as_ref().strip_prefix("partition=")?.parse().ok()?;
+        let partition: i32 = partition
+            .as_ref()
+            .strip_prefix("partition=")?
+            .parse()
+            .ok()?;
         let stem = file.as_ref().strip_suffix(&format!(".{EXTENSION}"))?;
         let mut parts = stem.splitn(3, '-');
         let base_offset: i64 = parts.next()?.parse().ok()?;

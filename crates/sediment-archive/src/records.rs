@@ -338,7 +338,9 @@ impl DecodedBatch {
         let header = self.header();
         match header.timestamp_type() {
             TimestampType::LogAppendTime => header.max_timestamp(),
-            TimestampType::CreateTime => header.base_timestamp().wrapping_add(record.timestamp_delta),
+            TimestampType::CreateTime => {
+                header.base_timestamp().wrapping_add(record.timestamp_delta)
+            }
         }
     }
 }

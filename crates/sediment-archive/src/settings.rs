@@ -154,7 +154,10 @@ impl ArchiveSettings {
             ));
         }
         for (name, v) in [
-            ("archive.max_concurrent_uploads", self.max_concurrent_uploads),
+            (
+                "archive.max_concurrent_uploads",
+                self.max_concurrent_uploads,
+            ),
             ("archive.encoder_threads", self.encoder_threads),
         ] {
             if v == 0 {

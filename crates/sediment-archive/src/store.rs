@@ -148,15 +148,11 @@ async fn s3_store(
     env: EnvLookup<'_>,
 ) -> Result<Arc<dyn ObjectStore>> {
     let endpoint = resolve_endpoint(settings, env);
-    let region = RegionProviderChain::first_try(
-        settings
-            .region
-            .clone()
-            .map(aws_config::Region::new),
-    )
-    .or_else(aws_config::environment::region::EnvironmentVariableRegionProvider::new())
-    .or_else(aws_config::profile::ProfileFileRegionProvider::new())
-    .or_else(aws_config::Region::from_static("us-east-1"));
+    let region =
+        RegionProviderChain::first_try(settings.region.clone().map(aws_config::Region::new))
+            .or_else(aws_config::environment::region::EnvironmentVariableRegionProvider::new())
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+            .or_else(aws_config::Region::from_static("us-east-1"));
     let region_name = region
         .region()
         .await
@@ -197,10 +193,11 @@ async fn s3_store(
                 }))
             }
             _ => {
-                let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                    .region(aws_config::Region::new(region_name.clone()))
-                    .build()
-                    .await;
+                let chain =
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .region(aws_config::Region::new(region_name.clone()))
+                        .build()
+                        .await;
                 Arc::new(AwsChainCredentials::new(chain))
             }
         };
@@ -280,8 +277,8 @@ fn aws_smithy_error_chain(e: &dyn std::error::Error) -> String {
 
 /// The default archive URL for a data directory: `file://<data dir>/archive`.
 pub fn default_url(data_dir: &FsPath) -> Result<String> {
-    let dir = std::path::absolute(data_dir.join("archive"))
-        .map_err(|e| ArchiveError::io(data_dir, e))?;
+    let dir =
+        std::path::absolute(data_dir.join("archive")).map_err(|e| ArchiveError::io(data_dir, e))?;
     url::Url::from_directory_path(&dir)
         .map(|u| u.to_string())
         .map_err(|()| bad_url(&dir.display().to_string(), "not an absolute path"))
@@ -312,7 +309,14 @@ mod tests {
             ArchiveUrl::parse("file:///var/lib/sediment/archive").unwrap(),
             ArchiveUrl::Local("/var/lib/sediment/archive".into())
         );
-        for bad in ["", "s3://", "s3://ab/x", "ftp://x/y", "file://otherhost/x", "/no/scheme"] {
+        for bad in [
+            "",
+            "s3://",
+            "s3://ab/x",
+            "ftp://x/y",
+            "file://otherhost/x",
+            "/no/scheme",
+        ] {
             let e = ArchiveUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains("archive.url"), "{bad}: {e}");
         }
@@ -330,7 +334,8 @@ mod tests {
             resolve_endpoint(&s, &env).as_deref(),
             Some("http://s3-only:9000")
         );
-        let only_general = |k: &str| (k == "AWS_ENDPOINT_URL").then(|| "http://general:9000".into());
+        let only_general =
+            |k: &str| (k == "AWS_ENDPOINT_URL").then(|| "http://general:9000".into());
         assert_eq!(
             resolve_endpoint(&s, &only_general).as_deref(),
             Some("http://general:9000")
@@ -340,7 +345,10 @@ mod tests {
             resolve_endpoint(&s, &env).as_deref(),
             Some("https://minio.example:9000")
         );
-        assert_eq!(resolve_endpoint(&ArchiveSettings::default(), &|_| None), None);
+        assert_eq!(
+            resolve_endpoint(&ArchiveSettings::default(), &|_| None),
+            None
+        );
     }
 
     #[derive(Debug)]
@@ -356,18 +364,14 @@ mod tests {
         where
             Self: 'a,
         {
-            let n = self
-                .calls
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(
-                Credentials::new(
-                    format!("key{n}"),
-                    "secret",
-                    Some("token".into()),
-                    Some(SystemTime::now() + self.expires_in),
-                    "test",
-                ),
-            ))
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("key{n}"),
+                "secret",
+                Some("token".into()),
+                Some(SystemTime::now() + self.expires_in),
+                "test",
+            )))
         }
     }
 

@@ -28,7 +28,11 @@ const T0: i64 = 1_700_000_000_000;
 
 /// A partition log with sealed segments holding `batches` batches of `per_batch` records:
 /// keys, values, duplicate headers, null keys, and a producer id.
-fn log_with(dir: &std::path::Path, batches: usize, per_batch: usize) -> (PartitionLog, Vec<(i64, TestRecord)>) {
+fn log_with(
+    dir: &std::path::Path,
+    batches: usize,
+    per_batch: usize,
+) -> (PartitionLog, Vec<(i64, TestRecord)>) {
     let clock = ManualClock::new(T0);
     let config = LogConfig {
         segment_bytes: 16 << 10,
@@ -41,10 +45,15 @@ fn log_with(dir: &std::path::Path, batches: usize, per_batch: usize) -> (Partiti
         let records: Vec<TestRecord> = (0..per_batch)
             .map(|i| TestRecord {
                 timestamp_delta: i as i64,
-                key: (i % 5 != 0).then(|| format!("user-{}", (b * per_batch + i) % 17).into_bytes()),
+                key: (i % 5 != 0)
+                    .then(|| format!("user-{}", (b * per_batch + i) % 17).into_bytes()),
                 value: Some(
-                    format!(r#"{{"event":"click","n":{},"pad":"{}"}}"#, b * per_batch + i, "x".repeat(i % 40))
-                        .into_bytes(),
+                    format!(
+                        r#"{{"event":"click","n":{},"pad":"{}"}}"#,
+                        b * per_batch + i,
+                        "x".repeat(i % 40)
+                    )
+                    .into_bytes(),
                 ),
                 headers: vec![
                     ("trace".into(), Some(format!("t{b}").into_bytes())),
@@ -53,7 +62,14 @@ fn log_with(dir: &std::path::Path, batches: usize, per_batch: usize) -> (Partiti
                 ],
             })
             .collect();
-        let bytes = encode_batch(0, T0 + b as i64 * 1000, &records, b % 2 == 0, None, (42, 1, seq));
+        let bytes = encode_batch(
+            0,
+            T0 + b as i64 * 1000,
+            &records,
+            b % 2 == 0,
+            None,
+            (42, 1, seq),
+        );
         seq += per_batch as i32;
         let info = log.append(&bytes, 3, false).unwrap();
         for (i, r) in records.into_iter().enumerate() {
@@ -99,7 +115,11 @@ async fn a_segment_round_trips_through_parquet_with_every_field() {
     let archive = archive_on(Arc::new(InMemory::new()), &dir.path().join("staging"));
     let src = source(&log, topic_id, 0);
     let staged = archive.stage(&src, T0).unwrap();
-    assert!(staged.entry.row_groups.len() > 1, "small row groups: {:?}", staged.entry.row_groups);
+    assert!(
+        staged.entry.row_groups.len() > 1,
+        "small row groups: {:?}",
+        staged.entry.row_groups
+    );
     // Row groups hold whole batches: each starts at a batch boundary (multiple of 20).
     for rg in &staged.entry.row_groups {
         assert_eq!(rg.first_offset % 20, 0, "{rg:?}");
@@ -110,7 +130,10 @@ async fn a_segment_round_trips_through_parquet_with_every_field() {
     assert_eq!(staged.entry.leader_epochs, vec![(3, src.base_offset)]);
 
     let file = File::open(&staged.path).unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
     let mut rows = 0usize;
     for batch in reader {
         let batch = batch.unwrap();
@@ -230,7 +253,11 @@ impl ObjectStore for LostAnswers {
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.inner.put_multipart_opts(location, opts).await
     }
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
     fn delete_stream(
@@ -245,7 +272,12 @@ impl ObjectStore for LostAnswers {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         self.inner.list_with_delimiter(prefix).await
     }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -269,7 +301,10 @@ async fn a_retry_after_a_lost_answer_gives_one_referenced_copy() {
     assert_eq!(outcome, UploadOutcome::AlreadyThere);
     assert_eq!(catalog.commit(entry.clone()).unwrap(), CommitOutcome::Added);
     // Even a commit retried after a lost answer adds nothing.
-    assert_eq!(catalog.commit(entry).unwrap(), CommitOutcome::AlreadyPresent);
+    assert_eq!(
+        catalog.commit(entry).unwrap(),
+        CommitOutcome::AlreadyPresent
+    );
     assert_eq!(catalog.segments(topic_id, 2).len(), 1);
     let objects: Vec<_> = futures::StreamExt::collect::<Vec<_>>(store.list(None)).await;
     assert_eq!(objects.len(), 1);
@@ -324,13 +359,21 @@ async fn large_objects_go_up_in_parts_and_read_back() {
                 headers: vec![],
             })
             .collect();
-        blog.append(&encode_batch(0, T0, &records, false, None, (-1, -1, -1)), 0, false)
-            .unwrap();
+        blog.append(
+            &encode_batch(0, T0, &records, false, None, (-1, -1, -1)),
+            0,
+            false,
+        )
+        .unwrap();
     }
     blog.roll().unwrap();
     let src = source(&blog, Uuid::new_v4(), 0);
     let staged = archive.stage(&src, T0).unwrap();
-    assert!(staged.entry.object_bytes > MIN_PART_SIZE, "{}", staged.entry.object_bytes);
+    assert!(
+        staged.entry.object_bytes > MIN_PART_SIZE,
+        "{}",
+        staged.entry.object_bytes
+    );
     let (entry, _) = archive.upload(&staged, T0).await.unwrap();
     let c = &archive.store().counters;
     assert_eq!(c.requests(Op::CreateMultipart), 1);
@@ -357,7 +400,10 @@ async fn verify_finds_missing_and_different_objects() {
     let ok = archive.verify(&entries).await;
     assert_eq!((ok.checked, ok.problems.len()), (2, 0));
     assert_eq!(ok.rows, entries.iter().map(|e| e.rows).sum::<u64>());
-    store.delete(&Path::from(entries[0].key.as_str())).await.unwrap();
+    store
+        .delete(&Path::from(entries[0].key.as_str()))
+        .await
+        .unwrap();
     let mut lying = entries[1].clone();
     lying.rows += 1;
     let bad = archive.verify(&[entries[0].clone(), lying]).await;
@@ -381,7 +427,10 @@ async fn orphans_are_found_only_when_nothing_can_still_adopt_them() {
     }
     // Not ours: never touched.
     store
-        .put(&Path::from("pre/fix/topic=orders/partition=2/notes.txt"), PutPayload::from_static(b"x"))
+        .put(
+            &Path::from("pre/fix/topic=orders/partition=2/notes.txt"),
+            PutPayload::from_static(b"x"),
+        )
         .await
         .unwrap();
     let referenced: HashSet<String> = [keys[1].key.clone()].into();
@@ -413,7 +462,13 @@ async fn orphans_are_found_only_when_nothing_can_still_adopt_them() {
         .await
         .unwrap();
     assert_eq!(gone.len(), 2);
-    assert_eq!(archive.delete(gone.into_iter().map(|o| o.key).collect()).await.unwrap(), 2);
+    assert_eq!(
+        archive
+            .delete(gone.into_iter().map(|o| o.key).collect())
+            .await
+            .unwrap(),
+        2
+    );
     let left: Vec<_> = futures::StreamExt::collect::<Vec<_>>(store.list(None)).await;
     assert_eq!(left.len(), 2, "the referenced object and notes.txt");
 }
@@ -456,7 +511,16 @@ fn collectable_rules() {
     };
     assert!(!is_collectable(&key, Duration::from_secs(59), grace, None));
     assert!(is_collectable(&key, old, grace, None), "topic gone");
-    assert!(is_collectable(&key, old, grace, Some(&live(300, 0))), "superseded");
-    assert!(!is_collectable(&key, old, grace, Some(&live(100, 0))), "may be adopted");
-    assert!(is_collectable(&key, old, grace, Some(&live(100, 150))), "local copy gone");
+    assert!(
+        is_collectable(&key, old, grace, Some(&live(300, 0))),
+        "superseded"
+    );
+    assert!(
+        !is_collectable(&key, old, grace, Some(&live(100, 0))),
+        "may be adopted"
+    );
+    assert!(
+        is_collectable(&key, old, grace, Some(&live(100, 150))),
+        "local copy gone"
+    );
 }

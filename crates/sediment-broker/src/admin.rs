@@ -6,16 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use serde::Serialize;
+use sediment_archive::{ArchivedSegment, VerifyReport};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Topic};
 use crate::metrics::Metrics;
+use crate::tiering::{PartitionArchiveStats, TieringStatus};
 
 /// Readiness as the probes see it.
 #[derive(Debug, Default)]
@@ -55,6 +57,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/topics", get(topics))
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{group}", get(group))
+        .route("/v1/archive", get(archive))
+        .route("/v1/archive/topics/{topic}", get(archive_topic))
+        .route(
+            "/v1/archive/verify",
+            get(archive_verify).post(archive_verify),
+        )
         .with_state(state)
 }
 
@@ -272,4 +280,140 @@ async fn group(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
         offsets,
     })
     .into_response()
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ArchiveQuery {
+    topic: Option<String>,
+    partition: Option<i32>,
+}
+
+#[derive(Debug, Serialize)]
+struct ArchivePartitionView {
+    topic: String,
+    topic_id: String,
+    partition: i32,
+    remote_storage_enable: bool,
+    local_start_offset: i64,
+    log_end_offset: i64,
+    #[serde(flatten)]
+    archive: PartitionArchiveStats,
+}
+
+#[derive(Debug, Serialize)]
+struct ArchiveView {
+    #[serde(flatten)]
+    status: TieringStatus,
+    partitions: Vec<ArchivePartitionView>,
+}
+
+/// The topics a query names (all with no `topic`), or a 404 naming the unknown one.
+fn selected_topics(broker: &Broker, topic: Option<&str>) -> Result<Vec<Arc<Topic>>, Response> {
+    match topic {
+        None => Ok(broker.topics()),
+        Some(name) => broker
+            .topic(name)
+            .map(|t| vec![t])
+            .ok_or_else(|| json_error(StatusCode::NOT_FOUND, format!("unknown topic {name}"))),
+    }
+}
+
+async fn archive(State(state): State<AdminState>, Query(q): Query<ArchiveQuery>) -> Response {
+    let Some(broker) = state.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let topics = match selected_topics(broker, q.topic.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let tiering = broker.tiering();
+    let mut partitions = Vec::new();
+    for t in topics {
+        let enabled = t.effective().remote_storage_enable;
+        for p in t.partitions() {
+            if q.partition.is_some_and(|want| want != p.index()) {
+                continue;
+            }
+            let Ok((start, end)) = p.offsets() else {
+                continue;
+            };
+            partitions.push(ArchivePartitionView {
+                topic: t.name().to_string(),
+                topic_id: t.id().to_string(),
+                partition: p.index(),
+                remote_storage_enable: enabled,
+                local_start_offset: start,
+                log_end_offset: end,
+                archive: tiering.partition_stats(&p),
+            });
+        }
+    }
+    Json(ArchiveView {
+        status: tiering.status(),
+        partitions,
+    })
+    .into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct ArchiveTopicView {
+    topic: String,
+    topic_id: String,
+    partitions: Vec<ArchiveEntriesView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ArchiveEntriesView {
+    partition: i32,
+    segments: Vec<ArchivedSegment>,
+}
+
+async fn archive_topic(
+    State(state): State<AdminState>,
+    Path(topic): Path<String>,
+    Query(q): Query<ArchiveQuery>,
+) -> Response {
+    let Some(broker) = state.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let t = match selected_topics(broker, Some(&topic)) {
+        Ok(mut t) => t.remove(0),
+        Err(r) => return r,
+    };
+    let catalog = broker.tiering().catalog();
+    let partitions = (0..t.partition_count())
+        .filter(|p| q.partition.is_none_or(|want| want == *p))
+        .map(|p| ArchiveEntriesView {
+            partition: p,
+            segments: catalog.segments(t.id(), p),
+        })
+        .collect();
+    Json(ArchiveTopicView {
+        topic: t.name().to_string(),
+        topic_id: t.id().to_string(),
+        partitions,
+    })
+    .into_response()
+}
+
+async fn archive_verify(
+    State(state): State<AdminState>,
+    Query(q): Query<ArchiveQuery>,
+) -> Response {
+    let Some(broker) = state.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let ids: Vec<_> = match q.topic.as_deref() {
+        None => Vec::new(),
+        Some(name) => match selected_topics(broker, Some(name)) {
+            Ok(t) => t.iter().map(|t| t.id()).collect(),
+            Err(r) => return r,
+        },
+    };
+    let report: VerifyReport = broker.tiering().verify(&ids).await;
+    Json(report).into_response()
 }

@@ -14,6 +14,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use sediment_archive::{
+    Archive, ArchiveStore, ArchivedSegment, Catalog, SegmentSource, staging_dir,
+};
 use sediment_log::{
     AppendInfo, Clock, DELETE_SUFFIX, FlushHandle, PartitionLog, ReadSlice,
     parse_partition_dir_name, partition_dir_name,
@@ -22,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::catalog::FileCatalog;
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
 use crate::group::GroupCoordinator;
@@ -30,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::store::{
     FileMetadataStore, MetadataStore, NodeIdentity, TopicRecord, load_or_create_identity,
 };
+use crate::tiering::{PartitionArchiveStats, Tiering};
 use crate::topic_config::{EffectiveConfig, validate_entry};
 use crate::validate::{BatchLimits, validate_batch};
 
@@ -46,6 +51,7 @@ struct PartitionState {
 #[derive(Debug)]
 pub struct Partition {
     topic: Arc<str>,
+    topic_id: Uuid,
     index: i32,
     leader_epoch: i32,
     state: Mutex<PartitionState>,
@@ -89,6 +95,53 @@ impl Partition {
     /// Topic name.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Topic id.
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    /// Whether the partition's topic has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.state.lock().deleted
+    }
+
+    /// The oldest sealed segment the archive does not hold yet (`archive_end`: offset after
+    /// the last archived segment, or `i64::MIN`), ready to be read without the lock.
+    pub fn archive_candidate(&self, archive_end: i64) -> Option<SegmentSource> {
+        let state = self.state.lock();
+        if state.deleted {
+            return None;
+        }
+        let seg = state
+            .log
+            .sealed_segments()
+            .into_iter()
+            .find(|s| s.base_offset >= archive_end)?;
+        Some(SegmentSource {
+            topic: self.topic.to_string(),
+            topic_id: self.topic_id,
+            partition: self.index,
+            base_offset: seg.base_offset,
+            next_offset: seg.next_offset,
+            size_bytes: seg.size_bytes,
+            slice: state.log.sealed_segment(seg.base_offset)?,
+        })
+    }
+
+    /// Sealed segments (count, bytes) the archive does not hold yet.
+    pub fn archive_lag(&self, archive_end: i64) -> (usize, u64) {
+        let state = self.state.lock();
+        if state.deleted {
+            return (0, 0);
+        }
+        state
+            .log
+            .sealed_segments()
+            .iter()
+            .filter(|s| s.base_offset >= archive_end)
+            .fold((0, 0), |(n, b), s| (n + 1, b + s.size_bytes))
     }
 
     /// Current leader epoch.
@@ -287,6 +340,7 @@ pub struct Broker {
     groups: GroupCoordinator,
     /// Reserved producer ids: (next to hand out, end of the block).
     producer_ids: Mutex<(i64, i64)>,
+    tiering: Arc<Tiering>,
     _dir_lock: File,
 }
 
@@ -321,6 +375,7 @@ impl Broker {
         config: BrokerConfig,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        archive_store: ArchiveStore,
     ) -> Result<Arc<Self>, BrokerError> {
         let dir = &config.data_dir;
         let storage =
@@ -344,6 +399,23 @@ impl Broker {
             .map_err(BrokerError::InvalidConfig)?;
         let offsets = Arc::new(FileOffsetStore::open(dir)?);
         let groups = GroupCoordinator::new(config.group.clone(), Arc::clone(&clock), offsets);
+        let archive = Archive::new(
+            archive_store,
+            &config.archive,
+            staging_dir(dir),
+            config.max_decompressed_batch_bytes,
+        )
+        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let catalog: Arc<dyn Catalog> = Arc::new(FileCatalog::open(dir)?);
+        let tiering = Arc::new(Tiering::new(
+            Arc::new(archive),
+            catalog,
+            config.archive.clone(),
+            identity.cluster_id.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            config.pause_before_archive_commit,
+        ));
         let broker = Self {
             config,
             identity,
@@ -354,6 +426,7 @@ impl Broker {
             metrics,
             groups,
             producer_ids: Mutex::new((0, 0)),
+            tiering,
             _dir_lock: lock,
         };
         let started = Instant::now();
@@ -381,7 +454,7 @@ impl Broker {
         let name: Arc<str> = Arc::from(record.name.as_str());
         let mut partitions = Vec::with_capacity(record.partitions as usize);
         for index in 0..record.partitions {
-            partitions.push(self.open_partition(&name, index, &effective)?);
+            partitions.push(self.open_partition(&name, record.id, index, &effective)?);
         }
         Ok(Arc::new(Topic {
             name: record.name.clone(),
@@ -397,6 +470,7 @@ impl Broker {
     fn open_partition(
         &self,
         topic: &Arc<str>,
+        topic_id: Uuid,
         index: i32,
         effective: &EffectiveConfig,
     ) -> Result<Arc<Partition>, BrokerError> {
@@ -404,6 +478,7 @@ impl Broker {
         let log = PartitionLog::open(dir, effective.log.clone(), Arc::clone(&self.clock))?;
         Ok(Arc::new(Partition {
             topic: Arc::clone(topic),
+            topic_id,
             index,
             leader_epoch: LEADER_EPOCH,
             state: Mutex::new(PartitionState {
@@ -435,6 +510,11 @@ impl Broker {
     /// The group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// The archiver.
+    pub fn tiering(&self) -> &Arc<Tiering> {
+        &self.tiering
     }
 
     /// A producer id never handed out before, by this run or an earlier one (InitProducerId).
@@ -648,6 +728,7 @@ impl Broker {
             partition.appended.notify_waiters();
         }
         self.groups.forget_topic(name);
+        self.tiering.forget_topic(topic.id, name);
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.id)
     }
@@ -675,7 +756,7 @@ impl Broker {
         let effective = topic.effective();
         let mut added = Vec::new();
         for index in current..count {
-            added.push(self.open_partition(&Arc::from(name), index, &effective)?);
+            added.push(self.open_partition(&Arc::from(name), topic.id, index, &effective)?);
         }
         self.persist(|records| {
             records
@@ -743,6 +824,9 @@ impl Broker {
         };
         let summary = validate_batch(records, &limits)?;
         let (info, flush) = partition.append(records, effective.log_append_time)?;
+        if info.rolled && effective.remote_storage_enable {
+            self.tiering.wake();
+        }
         if info.duplicate {
             self.metrics.duplicate_batches.inc();
             return Ok(info);
@@ -770,6 +854,21 @@ impl Broker {
         self.all_partitions()
             .iter()
             .filter_map(|p| p.stats())
+            .collect()
+    }
+
+    /// Archive figures of every partition: (topic, partition label, figures).
+    pub fn archive_stats(&self) -> Vec<(String, String, PartitionArchiveStats)> {
+        self.all_partitions()
+            .iter()
+            .filter(|p| !p.is_deleted())
+            .map(|p| {
+                (
+                    p.topic().to_string(),
+                    p.index().to_string(),
+                    self.tiering.partition_stats(p),
+                )
+            })
             .collect()
     }
 
@@ -802,17 +901,39 @@ impl Broker {
     /// Applies retention to every partition.
     pub fn apply_retention(&self) {
         for p in self.all_partitions() {
-            match p.with_log(|log| Ok(log.apply_retention()?)) {
-                Ok(0) | Err(BrokerError::UnknownTopicOrPartition(_)) => {}
-                Ok(n) => tracing::debug!(
-                    topic = p.topic(),
-                    partition = p.index,
-                    segments = n,
-                    "retention deleted segments"
-                ),
-                Err(e) => {
-                    tracing::error!(topic = p.topic(), partition = p.index, error = %e, "retention failed")
+            self.apply_retention_to(&p);
+        }
+    }
+
+    /// Applies retention to one partition, across both tiers: local segments that `retention.*`
+    /// or (once archived) `local.retention.*` no longer allow are deleted, and archived
+    /// segments that `retention.*` no longer allow leave the manifest and the bucket.
+    pub fn apply_retention_to(&self, p: &Partition) {
+        let archived: Vec<_> = self
+            .tiering
+            .catalog()
+            .segments(p.topic_id, p.index)
+            .iter()
+            .map(ArchivedSegment::summary)
+            .collect();
+        match p.with_log(|log| Ok(log.apply_retention(&archived)?)) {
+            Err(BrokerError::UnknownTopicOrPartition(_)) => {}
+            Ok(outcome) => {
+                if outcome.local_deleted > 0 {
+                    tracing::debug!(
+                        topic = p.topic(),
+                        partition = p.index,
+                        segments = outcome.local_deleted,
+                        "retention deleted local segments"
+                    );
                 }
+                if let Some(start) = outcome.archive_start_offset {
+                    self.tiering
+                        .delete_archived_before(p.topic_id, p.index, start);
+                }
+            }
+            Err(e) => {
+                tracing::error!(topic = p.topic(), partition = p.index, error = %e, "retention failed")
             }
         }
     }
@@ -827,9 +948,14 @@ impl Broker {
         groups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tiering =
+            tokio::spawn(Arc::clone(&self.tiering).run(Arc::clone(&self), shutdown.clone()));
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    let _ = tiering.await;
+                    return;
+                }
                 _ = flush.tick() => self.flush_due_partitions().await,
                 _ = groups.tick() => self.groups.tick(),
                 _ = retention.tick() => {
@@ -877,11 +1003,20 @@ mod tests {
     use kafka_protocol::records::Compression;
     use sediment_log::ManualClock;
 
+    pub(crate) fn memory_archive() -> ArchiveStore {
+        ArchiveStore::from_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            object_store::path::Path::default(),
+            "memory://",
+        )
+    }
+
     fn open(dir: &Path) -> Arc<Broker> {
         Broker::open(
             BrokerConfig::new(dir),
             Arc::new(ManualClock::new(1_700_000_000_000)),
             Arc::new(Metrics::new()),
+            memory_archive(),
         )
         .unwrap()
     }
@@ -934,6 +1069,7 @@ mod tests {
             BrokerConfig::new(dir.path()),
             Arc::new(ManualClock::new(0)),
             Arc::new(Metrics::new()),
+            memory_archive(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");

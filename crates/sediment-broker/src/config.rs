@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sediment_archive::ArchiveSettings;
+
 use crate::group::GroupConfig;
 use crate::topic_config::LogDefaults;
 
@@ -38,6 +40,11 @@ pub struct BrokerConfig {
     pub log: LogDefaults,
     /// Consumer group settings.
     pub group: GroupConfig,
+    /// Archive (tiered storage) settings.
+    pub archive: ArchiveSettings,
+    /// Fault injection for tests: the archiver stops for good after an upload, before its
+    /// manifest commit, so a test can kill the process exactly there.
+    pub pause_before_archive_commit: bool,
     /// How often the flusher looks for partitions whose `flush.ms` has passed.
     pub flush_check_interval: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -61,6 +68,8 @@ impl BrokerConfig {
             max_connections: 10_000,
             log: LogDefaults::default(),
             group: GroupConfig::default(),
+            archive: ArchiveSettings::default(),
+            pause_before_archive_commit: false,
             flush_check_interval: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(30),
         }

@@ -10,14 +10,17 @@
 
 mod admin;
 mod broker;
+mod catalog;
 mod config;
 mod errors;
 pub mod group;
 mod handlers;
+mod journal;
 mod metrics;
 pub mod protocol;
 mod server;
 mod store;
+mod tiering;
 mod topic_config;
 mod validate;
 
@@ -28,5 +31,6 @@ pub use errors::BrokerError;
 pub use metrics::Metrics;
 pub use server::serve_kafka;
 pub use store::{FileMetadataStore, MetadataStore, TopicRecord};
+pub use tiering::{PartitionArchiveStats, Tiering, TieringStatus};
 pub use topic_config::{CONFIG_DEFS, LogDefaults};
 pub use validate::{BatchLimits, validate_batch};

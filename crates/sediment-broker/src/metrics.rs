@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::broker::{Broker, PartitionStats};
+use crate::tiering::PartitionArchiveStats;
 
 /// Labels of per-request metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,7 +69,27 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// fsync time of partition flushes.
     pub flush_duration: Histogram,
+    /// Segments committed to the archive.
+    pub archive_segments: Counter,
+    /// Object bytes uploaded to the archive.
+    pub archive_uploaded_bytes: Counter,
+    /// Record payload bytes (keys, values, headers) archived.
+    pub archive_record_bytes: Counter,
+    /// Failed archive attempts (a segment upload, or reaching the store at all).
+    pub archive_upload_errors: Counter,
+    /// Time to encode a segment as Parquet.
+    pub archive_encode_duration: Histogram,
+    /// Time to upload a segment's file.
+    pub archive_upload_duration: Histogram,
+    archive_deleted: Family<ReasonLabels, Counter>,
     partitions: Arc<PartitionCollector>,
+}
+
+/// Labels of archive deletions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `retention`, `topic_deleted` or `orphan`.
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +151,7 @@ impl Collector for PartitionCollector {
                 prometheus_client::metrics::MetricType::Counter,
             )?,
         )?;
+        encode_archive(&broker, &mut encoder)?;
         for (name, help, value) in gauges {
             let mut family = encoder.encode_descriptor(
                 name,
@@ -147,6 +169,95 @@ impl Collector for PartitionCollector {
         }
         Ok(())
     }
+}
+
+/// Per-partition archive gauges, object-store request counts and whether the archive is up.
+fn encode_archive(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::counter::ConstCounter;
+    let stats = broker.archive_stats();
+    type ArchiveGauge = (
+        &'static str,
+        &'static str,
+        fn(&PartitionArchiveStats) -> i64,
+    );
+    let gauges: [ArchiveGauge; 6] = [
+        (
+            "sediment_archive_lag_segments",
+            "Sealed local segments not archived yet, per partition",
+            |s| s.lag_segments as i64,
+        ),
+        (
+            "sediment_archive_lag_bytes",
+            "Bytes of sealed local segments not archived yet, per partition",
+            |s| s.lag_bytes as i64,
+        ),
+        (
+            "sediment_archive_partition_segments",
+            "Segments in the archive, per partition",
+            |s| s.segments as i64,
+        ),
+        (
+            "sediment_archive_size_bytes",
+            "Bytes of archive objects, per partition",
+            |s| s.object_bytes as i64,
+        ),
+        (
+            "sediment_archive_start_offset",
+            "First archived offset, per partition (-1: none)",
+            |s| s.start_offset,
+        ),
+        (
+            "sediment_archive_end_offset",
+            "Offset after the last archived one, per partition (-1: none)",
+            |s| s.end_offset,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (topic, partition, s) in &stats {
+            let labels = [("topic", topic.as_str()), ("partition", partition.as_str())];
+            ConstGauge::new(value(s)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let tiering = broker.tiering();
+    let status = tiering.status();
+    ConstGauge::new(i64::from(status.claimed && status.disabled.is_none())).encode(
+        encoder.encode_descriptor(
+            "sediment_archive_up",
+            "1 when the archive's store has been reached and the prefix belongs to this cluster",
+            None,
+            MetricType::Gauge,
+        )?,
+    )?;
+    let counters = &tiering.archive().store().counters;
+    let mut family = encoder.encode_descriptor(
+        "sediment_object_store_requests",
+        "Object-store requests by kind (above the client's own retries; deletes per object)",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in sediment_archive::Op::ALL {
+        ConstCounter::new(counters.requests(op))
+            .encode(family.encode_family(&[("op", op.name())])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "sediment_object_store_request_errors",
+        "Object-store requests that failed, by kind",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in sediment_archive::Op::ALL {
+        ConstCounter::new(counters.errors(op))
+            .encode(family.encode_family(&[("op", op.name())])?)?;
+    }
+    ConstCounter::new(counters.bytes_put()).encode(encoder.encode_descriptor(
+        "sediment_object_store_put_bytes",
+        "Bytes sent to the object store in PUTs and parts",
+        None,
+        MetricType::Counter,
+    )?)?;
+    Ok(())
 }
 
 impl Default for Metrics {
@@ -177,6 +288,13 @@ impl Metrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             flush_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            archive_segments: Counter::default(),
+            archive_uploaded_bytes: Counter::default(),
+            archive_record_bytes: Counter::default(),
+            archive_upload_errors: Counter::default(),
+            archive_encode_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            archive_upload_duration: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            archive_deleted: Family::default(),
             partitions: Arc::new(PartitionCollector::default()),
             registry: parking_lot::Mutex::new(Registry::default()),
         };
@@ -240,6 +358,41 @@ impl Metrics {
             "Time to fsync a partition's active segment",
             metrics.flush_duration.clone(),
         );
+        registry.register(
+            "sediment_archive_segments",
+            "Segments committed to the archive",
+            metrics.archive_segments.clone(),
+        );
+        registry.register(
+            "sediment_archive_uploaded_bytes",
+            "Bytes of Parquet objects uploaded to the archive",
+            metrics.archive_uploaded_bytes.clone(),
+        );
+        registry.register(
+            "sediment_archive_record_bytes",
+            "Record payload bytes (keys, values, headers) archived",
+            metrics.archive_record_bytes.clone(),
+        );
+        registry.register(
+            "sediment_archive_upload_errors",
+            "Failed archive attempts: a segment that could not be archived, or a store that could not be reached",
+            metrics.archive_upload_errors.clone(),
+        );
+        registry.register(
+            "sediment_archive_encode_duration_seconds",
+            "Time to encode a sealed segment as Parquet",
+            metrics.archive_encode_duration.clone(),
+        );
+        registry.register(
+            "sediment_archive_upload_duration_seconds",
+            "Time to upload a segment's Parquet object",
+            metrics.archive_upload_duration.clone(),
+        );
+        registry.register(
+            "sediment_archive_deleted_segments",
+            "Archive objects deleted, by reason",
+            metrics.archive_deleted.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&metrics.partitions)));
         *metrics.registry.lock() = registry;
         metrics
@@ -258,6 +411,13 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// The counter of archive deletions for `reason`.
+    pub fn archive_deleted(&self, reason: &'static str) -> Counter {
+        self.archive_deleted
+            .get_or_create(&ReasonLabels { reason })
+            .clone()
     }
 
     /// Counts one handled request.

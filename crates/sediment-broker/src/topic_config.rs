@@ -38,6 +38,15 @@ pub struct LogDefaults {
     pub message_timestamp_type: String,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i64,
+    /// `log.local.retention.bytes` -> `local.retention.bytes`: most the local tier keeps of
+    /// a partition whose segments are archived (-2: as `retention.bytes`).
+    pub local_retention_bytes: i64,
+    /// `log.local.retention.ms` -> `local.retention.ms`: how long archived segments stay on
+    /// local disk too (-2: as `retention.ms`).
+    pub local_retention_ms: i64,
+    /// Default of `remote.storage.enable`: archive sealed segments of every topic that does
+    /// not say otherwise.
+    pub remote_storage_enable: bool,
     /// `log.retention.check.interval.ms`: how often retention runs (not a topic config).
     pub retention_check_interval_ms: u64,
 }
@@ -55,6 +64,9 @@ impl Default for LogDefaults {
             max_message_bytes: 1_048_588,
             message_timestamp_type: "CreateTime".into(),
             min_insync_replicas: 1,
+            local_retention_bytes: -2,
+            local_retention_ms: -2,
+            remote_storage_enable: true,
             retention_check_interval_ms: 300_000,
         }
     }
@@ -174,6 +186,24 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         validate: |v| long_in(v, 1, i64::from(i32::MAX)),
     },
     ConfigDef {
+        name: "local.retention.bytes",
+        broker_name: "log.local.retention.bytes",
+        setting: "local_retention_bytes",
+        kind: ConfigType::Long,
+        doc: "Most bytes of archived segments kept on local disk as well (-2: as retention.bytes).",
+        default: |d| d.local_retention_bytes.to_string(),
+        validate: |v| long_in(v, -2, LONG_MAX),
+    },
+    ConfigDef {
+        name: "local.retention.ms",
+        broker_name: "log.local.retention.ms",
+        setting: "local_retention_ms",
+        kind: ConfigType::Long,
+        doc: "How long archived segments stay on local disk as well (-2: as retention.ms).",
+        default: |d| d.local_retention_ms.to_string(),
+        validate: |v| long_in(v, -2, LONG_MAX),
+    },
+    ConfigDef {
         name: "max.message.bytes",
         broker_name: "message.max.bytes",
         setting: "max_message_bytes",
@@ -202,6 +232,18 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         doc: "acks=all produces fail with NOT_ENOUGH_REPLICAS when fewer replicas are in sync.",
         default: |d| d.min_insync_replicas.to_string(),
         validate: |v| long_in(v, 1, i64::from(i32::MAX)),
+    },
+    ConfigDef {
+        name: "remote.storage.enable",
+        broker_name: "remote.log.storage.system.enable",
+        setting: "remote_storage_enable",
+        kind: ConfigType::Boolean,
+        doc: "Copy sealed segments to the archive (Parquet in object storage); then local.retention.* may delete local copies.",
+        default: |d| d.remote_storage_enable.to_string(),
+        validate: |v| match v {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("'{v}' is neither true nor false")),
+        },
     },
     ConfigDef {
         name: "retention.bytes",
@@ -272,6 +314,28 @@ pub struct EffectiveConfig {
     pub log_append_time: bool,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
+    /// `remote.storage.enable`.
+    pub remote_storage_enable: bool,
+}
+
+/// Resolves `local.retention.<what>` against `retention.<what>` (already resolved, `None`:
+/// unlimited) as Kafka does: -2 means "as retention", -1 unlimited, and the local limit may not
+/// exceed the total one.
+fn local_limit(what: &str, local: i64, total: Option<i64>) -> Result<Option<i64>, BrokerError> {
+    let resolved = match local {
+        -2 => return Ok(total),
+        -1 => None,
+        v => Some(v),
+    };
+    match (resolved, total) {
+        (None, Some(t)) => Err(BrokerError::InvalidConfig(format!(
+            "local.retention.{what}: -1 (unlimited) exceeds retention.{what}={t}"
+        ))),
+        (Some(l), Some(t)) if l > t => Err(BrokerError::InvalidConfig(format!(
+            "local.retention.{what}: {l} exceeds retention.{what}={t}; the local tier cannot keep more than the whole log"
+        ))),
+        _ => Ok(resolved),
+    }
 }
 
 /// A config value and whether the topic overrides it.
@@ -305,6 +369,8 @@ impl LogDefaults {
                 format!("log.{} (Kafka: {}): {reason}", def.setting, def.broker_name)
             })?;
         }
+        self.effective(&BTreeMap::new())
+            .map_err(|e| format!("[log] defaults do not fit together: {e}"))?;
         Ok(())
     }
 
@@ -332,17 +398,25 @@ impl LogDefaults {
                 Some(v)
             }
         };
+        let retention_bytes = unlimited(long("retention.bytes")?);
+        let retention_ms = unlimited(long("retention.ms")?);
+        let local_bytes = local_limit("bytes", long("local.retention.bytes")?, retention_bytes)?;
+        let local_ms = local_limit("ms", long("local.retention.ms")?, retention_ms)?;
+        let remote_storage_enable = get("remote.storage.enable") == "true";
         let log = LogConfig {
             segment_bytes: long("segment.bytes")? as u64,
             segment_ms: long("segment.ms")?,
-            retention_bytes: unlimited(long("retention.bytes")?).map(|v| v as u64),
-            retention_ms: unlimited(long("retention.ms")?),
+            retention_bytes: retention_bytes.map(|v| v as u64),
+            retention_ms,
             index_interval_bytes: long("index.interval.bytes")? as u32,
             flush: FlushPolicy {
                 messages: unlimited(long("flush.messages")?).map(|v| v as u64),
                 ms: unlimited(long("flush.ms")?),
             },
             producer_id_expiration_ms: sediment_log::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            tiered: remote_storage_enable,
+            local_retention_bytes: local_bytes.map(|v| v as u64),
+            local_retention_ms: local_ms,
         };
         log.validate().map_err(BrokerError::from)?;
         Ok(EffectiveConfig {
@@ -350,6 +424,7 @@ impl LogDefaults {
             max_message_bytes: long("max.message.bytes")? as usize,
             log_append_time: get("message.timestamp.type") == "LogAppendTime",
             min_insync_replicas: long("min.insync.replicas")? as i32,
+            remote_storage_enable,
         })
     }
 
@@ -442,5 +517,40 @@ mod tests {
             e.contains("log.segment_bytes") && e.contains("log.segment.bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn local_retention_resolves_against_total_retention() {
+        let d = LogDefaults::default();
+        let e = d.effective(&BTreeMap::new()).unwrap();
+        assert!(e.remote_storage_enable && e.log.tiered);
+        assert_eq!(
+            e.log.local_retention_ms, e.log.retention_ms,
+            "-2: as retention.ms"
+        );
+        assert_eq!(e.log.local_retention_bytes, None);
+        let o = BTreeMap::from([
+            ("local.retention.ms".to_string(), "60000".to_string()),
+            ("local.retention.bytes".to_string(), "1048576".to_string()),
+            ("remote.storage.enable".to_string(), "false".to_string()),
+        ]);
+        let e = d.effective(&o).unwrap();
+        assert_eq!(e.log.local_retention_ms, Some(60_000));
+        assert_eq!(e.log.local_retention_bytes, Some(1 << 20));
+        assert!(!e.log.tiered);
+        let too_long = BTreeMap::from([
+            ("retention.ms".to_string(), "1000".to_string()),
+            ("local.retention.ms".to_string(), "2000".to_string()),
+        ]);
+        let err = d.effective(&too_long).unwrap_err();
+        assert_eq!(err.code(), 40);
+        assert!(err.to_string().contains("local.retention.ms"), "{err}");
+        let unlimited = BTreeMap::from([
+            ("retention.bytes".to_string(), "1000".to_string()),
+            ("local.retention.bytes".to_string(), "-1".to_string()),
+        ]);
+        assert!(d.effective(&unlimited).is_err());
+        assert!(validate_entry("remote.storage.enable", "yes").is_err());
+        assert!(validate_entry("local.retention.ms", "-3").is_err());
     }
 }

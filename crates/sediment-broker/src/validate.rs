@@ -1,14 +1,14 @@
 //! Validation of produced record batches before they reach the log.
 //!
 //! Every batch is decoded with `kafka-protocol`'s `RecordBatchDecoder` (which checks the CRC-32C
-//! and the record framing), through a decompressor of our own that stops at a configured size, so
-//! a small zstd or gzip bomb cannot make the broker allocate gigabytes. The stored bytes are the
+//! and the record framing), through the archive's capped decompressor (the same one the archiver
+//! uses), which stops at a configured size, so a small zstd or gzip bomb cannot make the broker
+//! allocate gigabytes. The stored bytes are the
 //! producer's own: decoding is only a check.
-
-use std::io::Read;
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use sediment_archive::{Codec, DECOMPRESSED_TOO_LARGE, decompress_capped};
 use sediment_log::BatchHeader;
 
 use crate::errors::BrokerError;
@@ -81,9 +81,7 @@ pub fn validate_batch(bytes: &Bytes, limits: &BatchLimits) -> Result<BatchSummar
         )));
     }
     let cap = limits.max_decompressed_bytes;
-    let decompress = move |data: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
-        decompress_capped(data, codec, cap)
-    };
+    let decompress = move |data: &mut Bytes, c: Compression| decompress_for_decoder(data, c, cap);
     let mut buf = bytes.clone();
     let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
         .map_err(|e| {
@@ -118,62 +116,23 @@ pub fn validate_batch(bytes: &Bytes, limits: &BatchLimits) -> Result<BatchSummar
     })
 }
 
-const DECOMPRESSED_TOO_LARGE: &str = "decompressed size exceeds";
-
-fn too_large(cap: usize) -> anyhow::Error {
-    anyhow::anyhow!("{DECOMPRESSED_TOO_LARGE} the limit of {cap} bytes")
+/// `kafka-protocol`'s decompression hook: the archive's decompressor, capped at `cap` bytes.
+pub(crate) fn decompress_for_decoder(
+    data: &Bytes,
+    c: Compression,
+    cap: usize,
+) -> anyhow::Result<Bytes> {
+    Ok(decompress_capped(data, codec(c), cap)?)
 }
 
-/// Reads `reader` to the end, failing once more than `cap` bytes come out.
-fn read_capped(reader: impl Read, cap: usize) -> anyhow::Result<Bytes> {
-    let mut out = Vec::new();
-    reader.take(cap as u64 + 1).read_to_end(&mut out)?;
-    if out.len() > cap {
-        return Err(too_large(cap));
-    }
-    Ok(out.into())
-}
-
-/// xerial snappy-java framing, which the Java client uses for Kafka's snappy codec.
-const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
-const XERIAL_HEADER_LEN: usize = 16;
-
-fn snappy_block(block: &[u8], out: &mut Vec<u8>, cap: usize) -> anyhow::Result<()> {
-    let len = snap::raw::decompress_len(block)?;
-    if out.len() + len > cap {
-        return Err(too_large(cap));
-    }
-    let start = out.len();
-    out.resize(start + len, 0);
-    snap::raw::Decoder::new().decompress(block, &mut out[start..])?;
-    Ok(())
-}
-
-/// Decompresses one batch's records section with `codec`, refusing to produce more than `cap`
-/// bytes. Checks declared sizes before allocating where the format has them (snappy).
-pub fn decompress_capped(data: &Bytes, codec: Compression, cap: usize) -> anyhow::Result<Bytes> {
-    match codec {
-        Compression::None => Ok(data.clone()),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&data[..]), cap),
-        Compression::Zstd => read_capped(zstd::stream::read::Decoder::new(&data[..])?, cap),
-        Compression::Lz4 => read_capped(lz4::Decoder::new(&data[..])?, cap),
-        Compression::Snappy => {
-            let mut out = Vec::new();
-            if data.len() >= XERIAL_HEADER_LEN && data.starts_with(XERIAL_MAGIC) {
-                let mut rest = &data[XERIAL_HEADER_LEN..];
-                while !rest.is_empty() {
-                    anyhow::ensure!(rest.len() >= 4, "truncated snappy block length");
-                    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                    rest = &rest[4..];
-                    anyhow::ensure!(rest.len() >= len, "truncated snappy block");
-                    snappy_block(&rest[..len], &mut out, cap)?;
-                    rest = &rest[len..];
-                }
-            } else {
-                snappy_block(data, &mut out, cap)?;
-            }
-            Ok(out.into())
-        }
+/// The archive's codec for a `kafka-protocol` compression.
+fn codec(c: Compression) -> Codec {
+    match c {
+        Compression::None => Codec::None,
+        Compression::Gzip => Codec::Gzip,
+        Compression::Snappy => Codec::Snappy,
+        Compression::Lz4 => Codec::Lz4,
+        Compression::Zstd => Codec::Zstd,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `sediment` binary.
 
+mod archive_cmd;
 mod serve;
 mod settings;
 
@@ -25,8 +26,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a broker. With no flags: data in ./sediment-data, Kafka on :9092, admin HTTP on :9644.
+    /// Run a broker. With no flags: data in ./sediment-data, Kafka on :9092, admin HTTP on :9644,
+    /// archive in ./sediment-data/archive.
     Serve(ServeArgs),
+    /// Inspect and check the archive (through a running broker's admin API).
+    #[command(subcommand)]
+    Archive(archive_cmd::ArchiveCommand),
 }
 
 /// Flags of `sediment serve`. Each overrides the config file and the environment.
@@ -51,6 +56,11 @@ pub(crate) struct ServeArgs {
     /// Address for the admin HTTP server (metrics, health).
     #[arg(long, value_name = "HOST:PORT")]
     admin_listen: Option<String>,
+    /// Where sealed segments are archived as Parquet: file:///path or s3://bucket/prefix
+    /// (S3 endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION or the config file). Default: <data dir>/archive.
+    #[arg(long, value_name = "URL")]
+    archive_url: Option<String>,
     /// Load and validate the configuration, print the effective settings, and exit.
     #[arg(long)]
     check_config: bool,
@@ -63,10 +73,11 @@ pub(crate) struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Archive(cmd) => archive_cmd::run(cmd),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sediment: {e:#}");
             ExitCode::from(2)

@@ -20,10 +20,14 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         kafka_listen: args.kafka_listen,
         advertised_listener: args.advertised_listener,
         admin_listen: args.admin_listen,
+        archive_url: args.archive_url,
     };
     let settings = Settings::load(args.config.as_deref(), &process_env(), &flags)?;
     if args.check_config {
-        println!("{}", serde_json::to_string_pretty(&settings)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&settings.redacted_json())?
+        );
         eprintln!("sediment: configuration is valid");
         return Ok(());
     }
@@ -66,7 +70,15 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         .with_context(|| format!("cannot listen on admin.listen={admin_addr}"))?;
     let kafka_bound = kafka.local_addr()?;
     let admin_bound = admin.local_addr()?;
-    let config = settings.broker_config(kafka_bound)?;
+    let mut config = settings.broker_config(kafka_bound)?;
+    config.pause_before_archive_commit =
+        std::env::var_os("SEDIMENT_TEST_PAUSE_BEFORE_ARCHIVE_COMMIT").is_some();
+    let default_archive = sediment_archive::default_url(&config.data_dir)?;
+    let archive_store = sediment_archive::open_store(&settings.archive, &default_archive, &|k| {
+        std::env::var(k).ok()
+    })
+    .await
+    .context("cannot open the archive (archive.url)")?;
 
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -86,14 +98,17 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
+        archive = %archive_url_for_log(&settings, &default_archive),
         "starting sediment broker"
     );
     let broker = {
         let config = config.clone();
         let metrics = Arc::clone(&metrics);
-        tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(SystemClock), metrics))
-            .await
-            .context("broker start-up task failed")??
+        tokio::task::spawn_blocking(move || {
+            Broker::open(config, Arc::new(SystemClock), metrics, archive_store)
+        })
+        .await
+        .context("broker start-up task failed")??
     };
     let _ = broker_cell.set(Arc::clone(&broker));
     let background = tokio::spawn(Arc::clone(&broker).run_background(shutdown.clone()));
@@ -136,6 +151,14 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn archive_url_for_log(settings: &Settings, default: &str) -> String {
+    if settings.archive.url.is_empty() {
+        default.to_string()
+    } else {
+        settings.archive.url.clone()
+    }
 }
 
 async fn wait_for_signal() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use sediment_archive::ArchiveSettings;
 use sediment_broker::group::GroupConfig;
 use sediment_broker::{BrokerConfig, LogDefaults};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,8 @@ pub struct Settings {
     pub log: LogDefaults,
     /// Consumer groups (Kafka's `group.*` broker settings).
     pub group: GroupConfig,
+    /// Tiered storage: where sealed segments are archived as Parquet, and how.
+    pub archive: ArchiveSettings,
     /// Process logging.
     pub logging: LoggingSettings,
 }
@@ -89,6 +92,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             log: LogDefaults::default(),
             group: GroupConfig::default(),
+            archive: ArchiveSettings::default(),
             logging: LoggingSettings::default(),
         }
     }
@@ -130,7 +134,7 @@ impl Default for LoggingSettings {
 
 /// Sections whose keys are reachable as `SEDIMENT_<SECTION>_<KEY>`. `logging` precedes `log` so
 /// the longer prefix wins.
-const SECTIONS: &[&str] = &["kafka", "admin", "logging", "log", "group"];
+const SECTIONS: &[&str] = &["kafka", "admin", "logging", "log", "group", "archive"];
 
 /// Maps an environment variable name (without `SEDIMENT_`, lowercased) to a settings key path.
 pub fn env_key(var: &str) -> String {
@@ -155,6 +159,8 @@ pub struct FlagOverrides {
     pub advertised_listener: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_url: Option<String>,
 }
 
 impl FlagOverrides {
@@ -174,6 +180,9 @@ impl FlagOverrides {
         }
         if let Some(v) = &self.admin_listen {
             f = f.merge(Serialized::default("admin.listen", v));
+        }
+        if let Some(v) = &self.archive_url {
+            f = f.merge(Serialized::default("archive.url", v));
         }
         f
     }
@@ -246,6 +255,7 @@ impl Settings {
         self.group
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid setting {e}"))?;
+        self.archive.validate()?;
         if self.node_id < 0 {
             bail!(
                 "invalid setting node_id={}: must not be negative",
@@ -284,8 +294,24 @@ impl Settings {
         c.max_connections = self.kafka.max_connections;
         c.log = self.log.clone();
         c.group = self.group.clone();
+        c.archive = self.archive.clone();
         c.shutdown_timeout = Duration::from_millis(self.kafka.shutdown_timeout_ms);
         Ok(c)
+    }
+}
+
+impl Settings {
+    /// The settings as JSON with secrets replaced, for `--check-config`.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("settings serialize");
+        for key in ["secret_access_key", "session_token"] {
+            if let Some(slot) = v["archive"].get_mut(key)
+                && !slot.is_null()
+            {
+                *slot = "<redacted>".into();
+            }
+        }
+        v
     }
 }
 
@@ -329,8 +355,9 @@ fn env_settings(env: &[(String, String)]) -> (Vec<(String, String)>, Vec<String>
         let key = env_key(&var.to_ascii_lowercase());
         if known.contains(&key) {
             settings.push((key, value.clone()));
-        } else if var != "CONFIG" {
-            // SEDIMENT_CONFIG is the --config flag's variable.
+        } else if var != "CONFIG" && var != "ADMIN_URL" && !var.starts_with("TEST_") {
+            // SEDIMENT_CONFIG and SEDIMENT_ADMIN_URL are flags' variables; SEDIMENT_TEST_*
+            // are fault-injection switches for tests.
             ignored.push(name.clone());
         }
     }
@@ -526,5 +553,44 @@ mod tests {
             "group.initial_rebalance_delay_ms"
         );
         assert_eq!(env_key("data_dir"), "data_dir");
+    }
+
+    #[test]
+    fn archive_settings_come_from_flags_env_and_file_and_secrets_are_redacted() {
+        let flags = FlagOverrides {
+            archive_url: Some("s3://sediment-archive/prod".into()),
+            ..Default::default()
+        };
+        let e = env(&[
+            ("SEDIMENT_ARCHIVE_ENDPOINT", "http://minio:9000"),
+            ("SEDIMENT_ARCHIVE_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("SEDIMENT_ARCHIVE_ACCESS_KEY_ID", "key"),
+            ("SEDIMENT_TEST_PAUSE_BEFORE_ARCHIVE_COMMIT", "1"),
+            ("SEDIMENT_ADMIN_URL", "http://x:9644"),
+        ]);
+        let s = Settings::load(None, &e, &flags).unwrap();
+        assert_eq!(s.archive.url, "s3://sediment-archive/prod");
+        assert_eq!(s.archive.endpoint.as_deref(), Some("http://minio:9000"));
+        assert!(
+            ignored_env_vars(&e).is_empty(),
+            "{:?}",
+            ignored_env_vars(&e)
+        );
+        let shown = s.redacted_json().to_string();
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let bad = FlagOverrides {
+            archive_url: Some("ftp://x/y".into()),
+            ..Default::default()
+        };
+        let err = Settings::load(None, &[], &bad).unwrap_err().to_string();
+        assert!(err.contains("archive.url"), "{err}");
+        let half = env(&[("SEDIMENT_ARCHIVE_ACCESS_KEY_ID", "key")]);
+        let err = Settings::load(None, &half, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("archive.access_key_id"), "{err}");
     }
 }

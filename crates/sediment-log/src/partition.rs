@@ -32,6 +32,8 @@ pub struct AppendInfo {
     /// The batch was a retry of one already in the log: nothing was appended and the offsets
     /// are those of the original.
     pub duplicate: bool,
+    /// The active segment was sealed (rolled) before this batch went into a new one.
+    pub rolled: bool,
 }
 
 /// What a retention pass did.
@@ -344,19 +346,21 @@ impl PartitionLog {
                     log_append_time: None,
                     flush_due: false,
                     duplicate: true,
+                    rolled: false,
                 });
             }
         }
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let now = self.clock.now_ms();
-        if roll_due(
+        let rolled = roll_due(
             &self.active().summary(),
             &self.config,
             batch.len() as u64,
             last_offset,
             now,
-        ) {
+        );
+        if rolled {
             self.roll()?;
         }
         // Only the fixed header changes; the records are written straight from `batch`.
@@ -385,6 +389,7 @@ impl PartitionLog {
             log_append_time,
             flush_due,
             duplicate: false,
+            rolled,
         })
     }
 
@@ -513,9 +518,7 @@ impl PartitionLog {
         }
         Ok(RetentionOutcome {
             local_deleted: n,
-            archive_start_offset: plan
-                .log_start_offset
-                .filter(|_| plan.archived_segments > 0),
+            archive_start_offset: plan.log_start_offset.filter(|_| plan.archived_segments > 0),
         })
     }
 
@@ -523,7 +526,10 @@ impl PartitionLog {
     /// archiver may copy.
     pub fn sealed_segments(&self) -> Vec<SegmentSummary> {
         let sealed = self.segments.len() - 1;
-        self.segments[..sealed].iter().map(Segment::summary).collect()
+        self.segments[..sealed]
+            .iter()
+            .map(Segment::summary)
+            .collect()
     }
 
     /// The whole of the sealed segment that starts at `base_offset`, readable without the lock;
@@ -983,9 +989,15 @@ mod tests {
         // The archiver reads a sealed segment whole, chunk by chunk.
         let slice = log.sealed_segment(sealed[1].base_offset).unwrap();
         let first = slice.read(1, true).unwrap();
-        let rest = slice.advanced(first.len() as u64).read(usize::MAX, true).unwrap();
+        let rest = slice
+            .advanced(first.len() as u64)
+            .read(usize::MAX, true)
+            .unwrap();
         assert_eq!((first.len() + rest.len()) as u64, sealed[1].size_bytes);
-        assert_eq!(BatchHeader::parse(&rest).unwrap().base_offset(), sealed[1].base_offset + 1);
+        assert_eq!(
+            BatchHeader::parse(&rest).unwrap().base_offset(),
+            sealed[1].base_offset + 1
+        );
         assert!(log.sealed_segment(log.log_end_offset()).is_none(), "active");
         assert!(log.sealed_segment(sealed[1].base_offset + 1).is_none());
 

@@ -160,8 +160,8 @@ pub fn plan_retention(
         let remaining = &local[plan.local_segments..];
         let archived_end = archived.last().map_or(i64::MIN, |a| a.next_offset);
         let sealed = remaining.len().saturating_sub(1);
-        let by_local = segments_to_delete(remaining, limits.local_bytes, limits.local_ms, now_ms)
-            .min(sealed);
+        let by_local =
+            segments_to_delete(remaining, limits.local_bytes, limits.local_ms, now_ms).min(sealed);
         plan.local_segments += remaining[..by_local]
             .iter()
             .take_while(|s| s.next_offset <= archived_end)
@@ -279,7 +279,10 @@ mod tests {
             ..RetentionLimits::default()
         };
         // Nothing archived: the local limit deletes nothing.
-        assert_eq!(plan_retention(&local, &[], &limits, 10_000).local_segments, 0);
+        assert_eq!(
+            plan_retention(&local, &[], &limits, 10_000).local_segments,
+            0
+        );
         // Two segments archived: exactly those two go.
         let archived = [local[0], local[1]];
         let plan = plan_retention(&local, &archived, &limits, 10_000);
@@ -287,13 +290,19 @@ mod tests {
         assert_eq!((plan.archived_segments, plan.log_start_offset), (0, None));
         // Even with everything archived, the active segment stays.
         let all = [local[0], local[1], local[2], local[3]];
-        assert_eq!(plan_retention(&local, &all, &limits, 10_000).local_segments, 3);
+        assert_eq!(
+            plan_retention(&local, &all, &limits, 10_000).local_segments,
+            3
+        );
         // Not tiered: the local limits do not apply.
         let flat = RetentionLimits {
             tiered: false,
             ..limits
         };
-        assert_eq!(plan_retention(&local, &archived, &flat, 10_000).local_segments, 0);
+        assert_eq!(
+            plan_retention(&local, &archived, &flat, 10_000).local_segments,
+            0
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 use super::Ctx;
 use crate::broker::Partition;
 use crate::errors::BrokerError;
-use crate::validate::decompress_capped;
+use crate::validate::decompress_for_decoder;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -111,7 +111,7 @@ fn decode(ctx: &Ctx<'_>, batch: &Bytes) -> Result<Vec<Record>, BrokerError> {
     let mut buf = batch.clone();
     let set = RecordBatchDecoder::decode_with_custom_compression(
         &mut buf,
-        Some(|data: &mut Bytes, codec| decompress_capped(data, codec, cap)),
+        Some(|data: &mut Bytes, codec| decompress_for_decoder(data, codec, cap)),
     )
     .map_err(|e| BrokerError::Storage(format!("stored batch does not decode: {e:#}")))?;
     let header = sediment_log::BatchHeader::parse(batch)?;
