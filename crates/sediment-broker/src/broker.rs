@@ -130,6 +130,12 @@ impl Partition {
         })
     }
 
+    /// Seals the active segment if it is older than `segment.ms` (see
+    /// [`PartitionLog::roll_if_aged`]).
+    pub fn roll_if_aged(&self) -> Result<bool, BrokerError> {
+        self.with_log(|log| Ok(log.roll_if_aged()?))
+    }
+
     /// Sealed segments (count, bytes) the archive does not hold yet.
     pub fn archive_lag(&self, archive_end: i64) -> (usize, u64) {
         let state = self.state.lock();

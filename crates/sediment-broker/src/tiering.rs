@@ -272,6 +272,10 @@ impl Tiering {
             }
             for p in topic.partitions() {
                 let key = (p.topic_id(), p.index());
+                // A quiet partition's tail is archived within segment.ms too.
+                if let Err(e) = p.roll_if_aged() {
+                    tracing::warn!(topic = p.topic(), partition = key.1, error = %e, "could not roll an aged segment");
+                }
                 {
                     let s = self.state.lock();
                     if s.busy.contains(&key) || s.backoff.get(&key).is_some_and(|(at, _)| now < *at)

@@ -409,6 +409,20 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Rolls the active segment when it holds records and is older than `segment.ms`, so a
+    /// partition that stopped receiving records still seals (and can archive) its tail.
+    /// Returns whether it rolled.
+    pub fn roll_if_aged(&mut self) -> Result<bool> {
+        let active = self.active().summary();
+        if active.size_bytes == 0
+            || self.clock.now_ms() - active.roll_reference_ms < self.config.segment_ms
+        {
+            return Ok(false);
+        }
+        self.roll()?;
+        Ok(true)
+    }
+
     /// Whole batches starting with the one that contains `offset`, up to the end of that offset's
     /// segment; `Ok(None)` when `offset` is the log end offset. Offsets outside
     /// `[log start, log end]` are an error.
@@ -807,12 +821,21 @@ mod tests {
         clock.advance(3_600_000);
         log.append(&make_batch(1, T0, 10), 0, false).unwrap();
         assert_eq!(log.stats().segments, 2, "segment.ms after creation");
+        // A quiet partition's tail is sealed by time too, without an append.
+        assert!(!log.roll_if_aged().unwrap());
+        clock.advance(3_600_000);
+        assert!(log.roll_if_aged().unwrap());
+        assert_eq!(log.stats().segments, 3);
+        assert!(
+            !log.roll_if_aged().unwrap(),
+            "the new active segment is empty"
+        );
         // After a restart the clock starts again at open.
         drop(log);
         let mut log = open(dir.path(), &clock);
         clock.advance(3_599_999);
         log.append(&make_batch(1, T0, 10), 0, false).unwrap();
-        assert_eq!(log.stats().segments, 2);
+        assert_eq!(log.stats().segments, 3);
     }
 
     #[test]

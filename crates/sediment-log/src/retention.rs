@@ -154,7 +154,17 @@ pub fn plan_retention(
             .iter()
             .take_while(|a| a.next_offset <= start)
             .count();
-        plan.local_segments = local.iter().take_while(|s| s.next_offset <= start).count();
+        // Never the active segment unless it is rolled first: an empty active segment starts
+        // and ends at the new start, and must stay.
+        let deletable = if plan.roll_active {
+            local
+        } else {
+            &local[..local.len() - 1]
+        };
+        plan.local_segments = deletable
+            .iter()
+            .take_while(|s| s.next_offset <= start)
+            .count();
     }
     if limits.tiered && !plan.roll_active {
         let remaining = &local[plan.local_segments..];
@@ -358,6 +368,24 @@ mod tests {
         assert!(plan.roll_active);
         assert_eq!(plan.log_start_offset, Some(50));
         assert_eq!((plan.archived_segments, plan.local_segments), (4, 3));
+    }
+
+    #[test]
+    fn an_empty_active_segment_is_never_deleted() {
+        // Everything sealed has expired; the active segment is empty (it was just rolled).
+        let local = [at(0, 10, 100, 1000), at(10, 10, 0, -1)];
+        let archived = [local[0]];
+        for tiered in [false, true] {
+            let limits = RetentionLimits {
+                ms: Some(10),
+                tiered,
+                ..RetentionLimits::default()
+            };
+            let plan = plan_retention(&local, &archived, &limits, 100_000);
+            assert!(!plan.roll_active);
+            assert_eq!(plan.log_start_offset, Some(10));
+            assert_eq!((plan.local_segments, plan.archived_segments), (1, 1));
+        }
     }
 
     #[test]
