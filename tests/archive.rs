@@ -63,8 +63,8 @@ fn now_ms() -> i64 {
 /// Record `i` of a test stream: JSON events with keys (some null), tombstones, and headers
 /// including a repeated key and a null value.
 fn record(i: usize, partitions: i32, t0: i64) -> Produced {
-    let key = (i % 11 != 0).then(|| format!("user-{}", i % 13).into_bytes());
-    let value = (i % 97 != 0).then(|| {
+    let key = (!i.is_multiple_of(11)).then(|| format!("user-{}", i % 13).into_bytes());
+    let value = (!i.is_multiple_of(97)).then(|| {
         format!(
             r#"{{"id":{i},"type":"{}","user":"user-{}","amount":{}.{:02},"currency":"EUR","items":[{{"sku":"SKU-{}","qty":{}}}],"session":"{:016x}"}}"#,
             ["click", "view", "purchase", "refund"][i % 4],
@@ -77,7 +77,7 @@ fn record(i: usize, partitions: i32, t0: i64) -> Produced {
         )
         .into_bytes()
     });
-    let headers = if i % 3 == 0 {
+    let headers = if i.is_multiple_of(3) {
         vec![
             ("trace".to_string(), Some(format!("t-{i}").into_bytes())),
             ("trace".to_string(), Some(b"again".to_vec())),

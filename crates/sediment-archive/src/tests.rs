@@ -153,7 +153,7 @@ async fn a_segment_round_trips_through_parquet_with_every_field() {
             let (o, want) = &produced[rows];
             assert_eq!(offset.value(r), *o);
             assert_eq!(part.value(r), 2);
-            let b = (*o / 20) as i64;
+            let b = *o / 20;
             assert_eq!(ts.value(r), T0 + b * 1000 + want.timestamp_delta);
             assert_eq!(ts_type.value(r), "CreateTime");
             assert_eq!(key.is_null(r), want.key.is_none());

@@ -311,14 +311,14 @@ struct ArchiveView {
     partitions: Vec<ArchivePartitionView>,
 }
 
-/// The topics a query names (all with no `topic`), or a 404 naming the unknown one.
-fn selected_topics(broker: &Broker, topic: Option<&str>) -> Result<Vec<Arc<Topic>>, Response> {
+/// The topics a query names (all with no `topic`), or the error naming the unknown one.
+fn selected_topics(broker: &Broker, topic: Option<&str>) -> Result<Vec<Arc<Topic>>, String> {
     match topic {
         None => Ok(broker.topics()),
         Some(name) => broker
             .topic(name)
             .map(|t| vec![t])
-            .ok_or_else(|| json_error(StatusCode::NOT_FOUND, format!("unknown topic {name}"))),
+            .ok_or_else(|| format!("unknown topic {name}")),
     }
 }
 
@@ -328,7 +328,7 @@ async fn archive(State(state): State<AdminState>, Query(q): Query<ArchiveQuery>)
     };
     let topics = match selected_topics(broker, q.topic.as_deref()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return json_error(StatusCode::NOT_FOUND, e),
     };
     let tiering = broker.tiering();
     let mut partitions = Vec::new();
@@ -382,7 +382,7 @@ async fn archive_topic(
     };
     let t = match selected_topics(broker, Some(&topic)) {
         Ok(mut t) => t.remove(0),
-        Err(r) => return r,
+        Err(e) => return json_error(StatusCode::NOT_FOUND, e),
     };
     let catalog = broker.tiering().catalog();
     let partitions = (0..t.partition_count())
@@ -411,7 +411,7 @@ async fn archive_verify(
         None => Vec::new(),
         Some(name) => match selected_topics(broker, Some(name)) {
             Ok(t) => t.iter().map(|t| t.id()).collect(),
-            Err(r) => return r,
+            Err(e) => return json_error(StatusCode::NOT_FOUND, e),
         },
     };
     let report: VerifyReport = broker.tiering().verify(&ids).await;
