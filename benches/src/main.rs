@@ -2,10 +2,6 @@
 //! against Sediment and against a peer broker (tansu), in one run, with a final table and an
 //! optional JSON file. See benches/README.md.
 
-mod procs;
-mod targets;
-mod workload;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,8 +9,9 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use crate::targets::{BrokerRun, IperfStats};
-use crate::workload::{Payloads, Workload, mb_per_s};
+use sediment_benches::procs;
+use sediment_benches::targets::{self, BrokerRun, IperfStats};
+use sediment_benches::workload::{Payloads, Workload, mb_per_s};
 
 /// Measure Sediment's produce and consume throughput against the loopback ceiling and a peer
 /// broker. 1 MB = 10^6 bytes throughout.
@@ -82,8 +79,8 @@ fn run() -> Result<()> {
     ensure!(args.records > 0, "--records must be at least 1");
     ensure!(args.record_bytes > 0, "--record-bytes must be at least 1");
     ensure!(args.partitions > 0, "--partitions must be at least 1");
-    let command = command_line();
-    let machine = machine_info();
+    let command = procs::command_line();
+    let machine = procs::machine_info();
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
 
     println!("Sediment throughput harness (1 MB = 10^6 bytes; MB/s counts record values only)");
@@ -113,6 +110,7 @@ fn run() -> Result<()> {
         phase_timeout: Duration::from_secs(args.phase_timeout_secs),
         broker_cpus: args.broker_cpus.clone(),
         idempotent: args.idempotent,
+        compression: "none".to_string(),
     };
     let payloads = Payloads::new(args.record_bytes);
 
@@ -357,45 +355,4 @@ impl Report {
             "ratios": self.ratios().into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
         })
     }
-}
-
-/// The command line as typed, shell-quoted where needed.
-fn command_line() -> String {
-    std::env::args()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                a
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn machine_info() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|rest| rest.split_once(':'))
-        .map_or("unknown".to_string(), |(_, m)| m.trim().to_string());
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = procs::run_with_timeout(
-        "uname",
-        std::process::Command::new("uname").arg("-srm"),
-        Duration::from_secs(5),
-    )
-    .map_or("unknown".to_string(), |s| s.trim().to_string());
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .map_or("unknown".to_string(), |s| s.trim().to_string());
-    json!({
-        "nproc": nproc,
-        "cpu": model,
-        "kernel": kernel,
-        "loadavg_at_start": loadavg,
-    })
 }

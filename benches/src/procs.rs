@@ -222,3 +222,45 @@ pub fn run_with_timeout(name: &str, cmd: &mut Command, timeout: Duration) -> Res
     }
     Ok(stdout)
 }
+
+/// The command line as typed, quoted where a shell would need it.
+pub fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the figures were measured on: cores, CPU model, kernel, load at the start.
+pub fn machine_info() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown".to_string(), |(_, m)| m.trim().to_string());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = run_with_timeout(
+        "uname",
+        std::process::Command::new("uname").arg("-srm"),
+        Duration::from_secs(5),
+    )
+    .map_or("unknown".to_string(), |s| s.trim().to_string());
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map_or("unknown".to_string(), |s| s.trim().to_string());
+    serde_json::json!({
+        "nproc": nproc,
+        "cpu": model,
+        "kernel": kernel,
+        "loadavg_at_start": loadavg,
+    })
+}

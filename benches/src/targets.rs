@@ -202,7 +202,8 @@ pub fn run_sediment(
     })
 }
 
-fn wait_for_listeners_file(path: &Path, child: &mut ChildGuard) -> Result<String> {
+/// Waits for `sediment serve --listeners-file` to write its Kafka address.
+pub fn wait_for_listeners_file(path: &Path, child: &mut ChildGuard) -> Result<String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         child.ensure_running()?;

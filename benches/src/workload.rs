@@ -31,6 +31,8 @@ pub struct Workload {
     pub broker_cpus: Option<String>,
     /// Produce with `enable.idempotence=true` (which needs acks=all) instead of acks=1.
     pub idempotent: bool,
+    /// Producer `compression.type`.
+    pub compression: String,
 }
 
 #[derive(Debug, Clone)]
@@ -155,15 +157,31 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
-/// Pre-generated pseudo-random bytes (xorshift, incompressible); record `i` is a window of it
-/// at an offset that varies with `i`, so values differ without per-message work.
-pub struct Payloads {
-    pool: Vec<u8>,
-    record_bytes: usize,
-    span: usize,
+/// Record values (and keys) to produce, generated before the clock starts.
+pub enum Payloads {
+    /// Pseudo-random bytes (xorshift, incompressible); record `i` is a window of the pool at
+    /// an offset that varies with `i`, so values differ without per-message work. Null keys.
+    Random {
+        pool: Vec<u8>,
+        record_bytes: usize,
+        span: usize,
+    },
+    /// Realistic JSON events keyed by user id (see [`crate::events`]); record `i` is event
+    /// `i % len`.
+    Json(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl std::fmt::Debug for Payloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Random { record_bytes, .. } => write!(f, "Random({record_bytes} B)"),
+            Self::Json(events) => write!(f, "Json({} events)", events.len()),
+        }
+    }
 }
 
 impl Payloads {
+    /// Random values of `record_bytes` each.
     pub fn new(record_bytes: usize) -> Self {
         let span = 1 << 20;
         let mut pool = vec![0u8; span + record_bytes];
@@ -174,16 +192,34 @@ impl Payloads {
             x ^= x << 17;
             chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
         }
-        Self {
+        Self::Random {
             pool,
             record_bytes,
             span,
         }
     }
 
+    /// The value of record `i`.
     pub fn get(&self, i: u64) -> &[u8] {
-        let offset = (i.wrapping_mul(7919) % self.span as u64) as usize;
-        &self.pool[offset..offset + self.record_bytes]
+        match self {
+            Self::Random {
+                pool,
+                record_bytes,
+                span,
+            } => {
+                let offset = (i.wrapping_mul(7919) % *span as u64) as usize;
+                &pool[offset..offset + record_bytes]
+            }
+            Self::Json(events) => &events[(i % events.len() as u64) as usize].1,
+        }
+    }
+
+    /// The key of record `i` (none for random payloads).
+    pub fn key(&self, i: u64) -> Option<&[u8]> {
+        match self {
+            Self::Random { .. } => None,
+            Self::Json(events) => Some(&events[(i % events.len() as u64) as usize].0),
+        }
     }
 }
 
@@ -202,7 +238,7 @@ pub fn produce(bootstrap: &str, w: &Workload, payloads: &Payloads) -> Result<Pro
         .set("bootstrap.servers", bootstrap)
         .set("acks", if w.idempotent { "all" } else { "1" })
         .set("enable.idempotence", w.idempotent.to_string())
-        .set("compression.type", "none")
+        .set("compression.type", &w.compression)
         .set("linger.ms", w.linger_ms.to_string())
         .set("batch.size", w.batch_bytes.to_string())
         .set("batch.num.messages", "10000")
@@ -222,9 +258,15 @@ pub fn produce(bootstrap: &str, w: &Workload, payloads: &Payloads) -> Result<Pro
     let deadline = Instant::now() + w.phase_timeout;
 
     let start_ns = tracker.base.elapsed().as_nanos() as u64;
+    let mut bytes = 0u64;
     for i in 0..w.records {
+        let value = payloads.get(i);
+        bytes += value.len() as u64;
         let mut record =
-            BaseRecord::<(), [u8], usize>::with_opaque_to(&w.topic, 0).payload(payloads.get(i));
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&w.topic, 0).payload(value);
+        if let Some(key) = payloads.key(i) {
+            record = record.key(key);
+        }
         loop {
             record.delivery_opaque = tracker.base.elapsed().as_nanos() as usize;
             match producer.send(record) {
@@ -279,7 +321,7 @@ pub fn produce(bootstrap: &str, w: &Workload, payloads: &Payloads) -> Result<Pro
     lat.sort_unstable();
     Ok(ProduceStats {
         records: delivered,
-        bytes: delivered * w.record_bytes as u64,
+        bytes,
         secs,
         p50_us: percentile(&lat, 50.0),
         p99_us: percentile(&lat, 99.0),

@@ -593,4 +593,20 @@ mod tests {
             .to_string();
         assert!(err.contains("archive.access_key_id"), "{err}");
     }
+
+    #[test]
+    fn the_example_config_file_holds_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/sediment.toml");
+        let s = Settings::load(Some(&path), &[], &FlagOverrides::default()).unwrap();
+        assert_eq!(s, Settings::default());
+        // Every key of the defaults appears in the example (commented out or not).
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in known_keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(leaf),
+                "deploy/config/sediment.toml lacks {key}"
+            );
+        }
+    }
 }
