@@ -711,12 +711,26 @@ async fn retention_and_topic_deletion_delete_archived_objects() {
     let broker = s3_broker(&s3, "lifecycle", "");
     create_topic(&broker.kafka, "short", 1, &SMALL_SEGMENTS).await;
     create_topic(&broker.kafka, "doomed", 1, &SMALL_SEGMENTS).await;
+    let mut local_only = SMALL_SEGMENTS.to_vec();
+    local_only.push(("remote.storage.enable", "false"));
+    create_topic(&broker.kafka, "local-only", 1, &local_only).await;
     let t0 = now_ms() - 600_000;
     produce(&broker.kafka, "short", 1, 0, 500, t0).await;
     produce(&broker.kafka, "doomed", 1, 0, 500, t0).await;
+    produce(&broker.kafka, "local-only", 1, 0, 500, t0).await;
     wait_archived(&broker, "short");
     wait_archived(&broker, "doomed");
     assert!(!s3.list(BUCKET, "lifecycle/topic=short/").is_empty());
+    // remote.storage.enable=false: its sealed segments stay local only, with no lag reported.
+    let v = broker.admin_json("/v1/archive?topic=local-only");
+    let p = &v["partitions"][0];
+    assert_eq!(p["remote_storage_enable"], false, "{v}");
+    assert_eq!(
+        (p["segments"].as_u64(), p["lag_segments"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    assert!(s3.list(BUCKET, "lifecycle/topic=local-only/").is_empty());
 
     // retention.ms bounds local and archived data together: every record is older than 60 s.
     let alter = AlterConfig::new(ResourceSpecifier::Topic("short"))

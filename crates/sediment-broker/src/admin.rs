@@ -348,7 +348,7 @@ async fn archive(State(state): State<AdminState>, Query(q): Query<ArchiveQuery>)
                 remote_storage_enable: enabled,
                 local_start_offset: start,
                 log_end_offset: end,
-                archive: tiering.partition_stats(&p),
+                archive: tiering.partition_stats(&p, enabled),
             });
         }
     }

@@ -865,17 +865,18 @@ impl Broker {
 
     /// Archive figures of every partition: (topic, partition label, figures).
     pub fn archive_stats(&self) -> Vec<(String, String, PartitionArchiveStats)> {
-        self.all_partitions()
-            .iter()
-            .filter(|p| !p.is_deleted())
-            .map(|p| {
-                (
+        let mut out = Vec::new();
+        for topic in self.topics() {
+            let archiving = topic.effective().remote_storage_enable;
+            for p in topic.partitions().iter().filter(|p| !p.is_deleted()) {
+                out.push((
                     p.topic().to_string(),
                     p.index().to_string(),
-                    self.tiering.partition_stats(p),
-                )
-            })
-            .collect()
+                    self.tiering.partition_stats(p, archiving),
+                ));
+            }
+        }
+        out
     }
 
     /// fsyncs every partition whose `flush.ms` has passed.

@@ -171,11 +171,16 @@ impl Tiering {
             .map(ArchivedSegment::next_offset)
     }
 
-    /// Archive figures of a partition.
-    pub fn partition_stats(&self, p: &Partition) -> PartitionArchiveStats {
+    /// Archive figures of a partition; `archiving` says whether its topic has
+    /// `remote.storage.enable` on (without it nothing is pending, so there is no lag).
+    pub fn partition_stats(&self, p: &Partition, archiving: bool) -> PartitionArchiveStats {
         let entries = self.catalog.segments(p.topic_id(), p.index());
         let end = entries.last().map(ArchivedSegment::next_offset);
-        let (lag_segments, lag_bytes) = p.archive_lag(end.unwrap_or(i64::MIN));
+        let (lag_segments, lag_bytes) = if archiving {
+            p.archive_lag(end.unwrap_or(i64::MIN))
+        } else {
+            (0, 0)
+        };
         PartitionArchiveStats {
             segments: entries.len(),
             rows: entries.iter().map(|e| e.rows).sum(),
