@@ -16,6 +16,11 @@
 //! throughput is at least the broker's sustained produce rate, and the lag in (3) stays
 //! bounded. 1 MB = 10^6 bytes, 1 GiB = 2^30 bytes.
 
+/// The broker's allocator (see crates/sediment-cli/src/main.rs), so the archiver runs here as
+/// it runs in the broker.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -67,7 +72,7 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     batch_records: usize,
     /// `archive.zstd_level`.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     zstd_level: i32,
     /// `archive.row_group_bytes`, MiB.
     #[arg(long, default_value_t = 8)]
@@ -75,6 +80,13 @@ struct Args {
     /// `archive.part_size_bytes`, MiB.
     #[arg(long, default_value_t = 32)]
     part_mib: u64,
+    /// Encode every segment this many times (the figure is the average; more rounds, steadier
+    /// figures and a profile dominated by encoding). Only the last round is uploaded.
+    #[arg(long, default_value_t = 1)]
+    encode_rounds: u32,
+    /// Records produced in each broker run (the events repeat when this exceeds --records).
+    #[arg(long, default_value_t = 6_000_000)]
+    live_records: u64,
     /// Skip phase 3 (the broker under load).
     #[arg(long)]
     skip_broker: bool,
@@ -328,10 +340,16 @@ fn run_offline(
                 .sealed_segment(s.base_offset)
                 .context("sealed segment")?,
         };
-        let (cpu0, wall0) = (cpu_time::thread(), Instant::now());
-        let staged = archive.stage(&src, t0)?;
-        out.encode_cpu_secs += cpu_time::thread() - cpu0;
-        out.encode_wall_secs += wall0.elapsed().as_secs_f64();
+        let rounds = args.encode_rounds.max(1);
+        let mut staged = None;
+        for _ in 0..rounds {
+            drop(staged.take());
+            let (cpu0, wall0) = (cpu_time::thread(), Instant::now());
+            staged = Some(archive.stage(&src, t0)?);
+            out.encode_cpu_secs += (cpu_time::thread() - cpu0) / f64::from(rounds);
+            out.encode_wall_secs += wall0.elapsed().as_secs_f64() / f64::from(rounds);
+        }
+        let staged = staged.context("staged")?;
         let up = Instant::now();
         let (entry, _) = runtime.block_on(archive.upload(&staged, t0))?;
         out.upload_wall_secs += up.elapsed().as_secs_f64();
@@ -387,7 +405,15 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn run_live(args: &Args, tmp: &Path, s3: &Seaweed, evs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Live> {
+/// One broker run: produce `--live-records` flat out into a fresh broker whose topic archives
+/// (`archiving`) or not, sampling the archive lag until it has caught up.
+fn run_live(
+    args: &Args,
+    tmp: &Path,
+    s3: &Seaweed,
+    payloads: &Payloads,
+    archiving: bool,
+) -> Result<Live> {
     let bin = targets::sediment_bin()?;
     let dir = tempfile::Builder::new()
         .prefix("sediment-archive-bench-")
@@ -413,7 +439,14 @@ fn run_live(args: &Args, tmp: &Path, s3: &Seaweed, evs: Vec<(Vec<u8>, Vec<u8>)>)
         .arg(&listeners)
         .arg("--config")
         .arg(&config)
-        .args(["--archive-url", &format!("s3://{BUCKET}/live")])
+        // Each broker run is another cluster: it needs a prefix of its own.
+        .args([
+            "--archive-url",
+            &format!(
+                "s3://{BUCKET}/live-{}",
+                if archiving { "on" } else { "off" }
+            ),
+        ])
         .env("AWS_ENDPOINT_URL", &s3.endpoint)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -427,7 +460,7 @@ fn run_live(args: &Args, tmp: &Path, s3: &Seaweed, evs: Vec<(Vec<u8>, Vec<u8>)>)
         .to_string();
     let w = Workload {
         topic: "events".into(),
-        records: evs.len() as u64,
+        records: args.live_records,
         record_bytes: 0,
         partitions: 1,
         linger_ms: 5,
@@ -444,9 +477,12 @@ fn run_live(args: &Args, tmp: &Path, s3: &Seaweed, evs: Vec<(Vec<u8>, Vec<u8>)>)
         &[
             ("segment.bytes", &(args.segment_mib << 20).to_string()),
             ("segment.ms", "5000"),
+            (
+                "remote.storage.enable",
+                if archiving { "true" } else { "false" },
+            ),
         ],
     )?;
-    let payloads = Payloads::Json(evs);
 
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -464,9 +500,10 @@ fn run_live(args: &Args, tmp: &Path, s3: &Seaweed, evs: Vec<(Vec<u8>, Vec<u8>)>)
                     max_segments = max_segments.max(p["lag_segments"].as_u64().unwrap_or(0));
                     if done.load(Ordering::SeqCst) {
                         let end = *produce_end.get_or_insert_with(Instant::now);
-                        let caught_up = p["lag_segments"] == 0
-                            && p["end_offset"] == p["log_end_offset"]
-                            && p["log_end_offset"].as_i64() > Some(0);
+                        let caught_up = !archiving
+                            || (p["lag_segments"] == 0
+                                && p["end_offset"] == p["log_end_offset"]
+                                && p["log_end_offset"].as_i64() > Some(0));
                         if caught_up || end.elapsed() > Duration::from_secs(600) {
                             return (max_bytes, max_segments, end.elapsed().as_secs_f64());
                         }
@@ -476,7 +513,7 @@ fn run_live(args: &Args, tmp: &Path, s3: &Seaweed, evs: Vec<(Vec<u8>, Vec<u8>)>)
             }
         })
     };
-    let produced = workload::produce(&bootstrap, &w, &payloads);
+    let produced = workload::produce(&bootstrap, &w, payloads);
     done.store(true, Ordering::SeqCst);
     let p = match produced {
         Ok(p) => p,
@@ -565,7 +602,7 @@ fn run() -> Result<()> {
     println!("S3 server: SeaweedFS at {}", s3.endpoint);
 
     println!(
-        "\n[1/2] archiver: segment -> Parquet (zstd {}) -> S3, encoding on one thread",
+        "\n[1/3] archiver: segment -> Parquet (zstd {}) -> S3, encoding on one thread",
         args.zstd_level
     );
     let off = run_offline(&args, &tmp, &s3, &evs, t0)?;
@@ -603,13 +640,19 @@ fn run() -> Result<()> {
         "  S3 Standard list price: ${storage_usd:.5} per GiB of raw history per month (+ ${put_usd:.6} once per GiB archived for PUTs)"
     );
 
-    let live = if args.skip_broker {
-        None
+    let (baseline, live) = if args.skip_broker {
+        (None, None)
     } else {
+        let payloads = Payloads::Json(evs);
         println!(
-            "\n[2/2] broker: librdkafka produces the same events as fast as it can, archiving on"
+            "\n[2/3] broker, archiving off (remote.storage.enable=false): librdkafka ({}) produces {} events as fast as it can",
+            args.compression, args.live_records
         );
-        let l = run_live(&args, &tmp, &s3, evs)?;
+        let base = run_live(&args, &tmp, &s3, &payloads, false)?;
+        println!(
+            "\n[3/3] broker, archiving on: the same produce, archiving into SeaweedFS as it goes"
+        );
+        let l = run_live(&args, &tmp, &s3, &payloads, true)?;
         println!(
             "  archive lag during the run: at most {} segments / {:.1} MB; caught up {:.1} s after the last record (segment.ms = 5 s)",
             l.max_lag_segments,
@@ -620,24 +663,33 @@ fn run() -> Result<()> {
             "  archiver busy: encode {:.2} s + upload {:.2} s over {} segments, during a {:.2} s produce",
             l.encode_secs_sum, l.upload_secs_sum, l.segments_archived, l.produce_secs
         );
-        Some(l)
+        (Some(base), Some(l))
     };
 
     println!("\nsummary");
     println!("  archiver throughput per core:       {per_core:>10.1} MB/s of records");
-    if let Some(l) = &live {
+    if let (Some(b), Some(l)) = (&baseline, &live) {
         println!(
-            "  broker sustained produce (same run): {:>10.1} MB/s of records",
+            "  broker max produce, archiving off:  {:>10.1} MB/s of records",
+            b.produce_mb_s
+        );
+        println!(
+            "  broker produce, archiving on:       {:>10.1} MB/s of records",
             l.produce_mb_s
         );
         println!(
-            "  archiver / produce:                  {:>10.2}x  ({})",
-            per_core / l.produce_mb_s,
-            if per_core >= l.produce_mb_s {
+            "  archiver per core / max produce:    {:>10.2}x  ({})",
+            per_core / b.produce_mb_s,
+            if per_core >= b.produce_mb_s {
                 "keeps up on one core"
             } else {
                 "does NOT keep up on one core"
             }
+        );
+        println!(
+            "  archive lag with archiving on:      at most {:.1} MB, caught up {:.1} s after produce ended",
+            l.max_lag_bytes as f64 / 1e6,
+            l.drain_secs
         );
     }
     println!("  archive / raw bytes:                 {ratio:>10.3}   (target <= 0.35)");
@@ -663,6 +715,7 @@ fn run() -> Result<()> {
             "puts_per_gib": puts_per_gib,
             "storage_usd_per_gib_month": storage_usd,
             "put_usd_per_gib": put_usd,
+            "baseline_produce_mb_s": baseline.as_ref().map(|b| b.produce_mb_s),
             "live": live.as_ref().map(|l| json!({
                 "produce_mb_s": l.produce_mb_s,
                 "produce_secs": l.produce_secs,

@@ -36,6 +36,7 @@ pub use manifest::{ArchivedSegment, RowGroupEntry, entry_from_footer};
 pub use paths::{CLUSTER_MARKER, Layout, SegmentKey};
 pub use records::{
     Codec, DECOMPRESSED_TOO_LARGE, DecodedBatch, Headers, Record, decompress_capped,
+    decompress_capped_into,
 };
 pub use schema::{SCHEMA_VERSION, arrow_schema, col, meta};
 pub use settings::{ArchiveSettings, MIN_PART_SIZE};

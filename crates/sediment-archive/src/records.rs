@@ -74,17 +74,39 @@ fn corrupt(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::CorruptBatch(e.to_string())
 }
 
-/// Reads `reader` to the end, failing once more than `cap` bytes come out.
-fn read_capped(reader: impl Read, cap: usize) -> Result<Bytes> {
-    let mut out = Vec::new();
-    reader
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(corrupt)?;
-    if out.len() > cap {
-        return Err(too_large(cap));
+/// Reads `reader` to the end into the front of `out`, failing once more than `cap` bytes come
+/// out; returns how many bytes it read. `out` keeps its length between calls and only grows
+/// (zero-filled once), so decoding batch after batch into one buffer neither re-zeroes nor
+/// re-allocates it.
+fn read_capped_into(
+    mut reader: impl Read,
+    cap: usize,
+    hint: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize> {
+    if out.len() < hint.min(cap + 1) {
+        out.resize(hint.min(cap + 1), 0);
     }
-    Ok(out.into())
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            if filled > cap {
+                return Err(too_large(cap));
+            }
+            let grown = (out.len() * 2).max(64 << 10).min(cap + 1);
+            out.resize(grown, 0);
+        }
+        match reader.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(corrupt(e)),
+        }
+        if filled > cap {
+            return Err(too_large(cap));
+        }
+    }
+    Ok(filled)
 }
 
 /// xerial snappy-java framing, which the Java client uses for Kafka's snappy codec.
@@ -108,16 +130,45 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>, cap: usize) -> Result<()> {
 /// bytes (a small zstd or gzip bomb cannot make the process allocate gigabytes). Checks
 /// declared sizes before allocating where the format has them (snappy).
 pub fn decompress_capped(data: &Bytes, codec: Codec, cap: usize) -> Result<Bytes> {
+    if codec == Codec::None {
+        return Ok(data.clone());
+    }
+    let mut out = Vec::new();
+    let n = decompress_capped_into(data, codec, cap, &mut out)?;
+    out.truncate(n);
+    Ok(out.into())
+}
+
+/// [`decompress_capped`] into the front of a buffer the caller reuses; returns the
+/// decompressed length (`out` may be longer). `Codec::None` copies. The archiver decodes batch
+/// after batch into one buffer.
+pub fn decompress_capped_into(
+    data: &[u8],
+    codec: Codec,
+    cap: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize> {
+    // Compressed record batches of text usually inflate 3-5x.
+    let hint = data.len().saturating_mul(5);
     match codec {
-        Codec::None => Ok(data.clone()),
-        Codec::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&data[..]), cap),
-        Codec::Zstd => read_capped(
-            zstd::stream::read::Decoder::new(&data[..]).map_err(corrupt)?,
+        Codec::None => {
+            if data.len() > cap {
+                return Err(too_large(cap));
+            }
+            out.clear();
+            out.extend_from_slice(data);
+            Ok(data.len())
+        }
+        Codec::Gzip => read_capped_into(flate2::read::MultiGzDecoder::new(data), cap, hint, out),
+        Codec::Zstd => read_capped_into(
+            zstd::stream::read::Decoder::new(data).map_err(corrupt)?,
             cap,
+            hint,
+            out,
         ),
-        Codec::Lz4 => read_capped(lz4::Decoder::new(&data[..]).map_err(corrupt)?, cap),
+        Codec::Lz4 => read_capped_into(lz4::Decoder::new(data).map_err(corrupt)?, cap, hint, out),
         Codec::Snappy => {
-            let mut out = Vec::new();
+            out.clear();
             if data.len() >= XERIAL_HEADER_LEN && data.starts_with(XERIAL_MAGIC) {
                 let mut rest = &data[XERIAL_HEADER_LEN..];
                 while !rest.is_empty() {
@@ -129,13 +180,13 @@ pub fn decompress_capped(data: &Bytes, codec: Codec, cap: usize) -> Result<Bytes
                     if rest.len() < len {
                         return Err(corrupt("truncated snappy block"));
                     }
-                    snappy_block(&rest[..len], &mut out, cap)?;
+                    snappy_block(&rest[..len], out, cap)?;
                     rest = &rest[len..];
                 }
             } else {
-                snappy_block(data, &mut out, cap)?;
+                snappy_block(data, out, cap)?;
             }
-            Ok(out.into())
+            Ok(out.len())
         }
     }
 }
@@ -261,18 +312,23 @@ impl<'a> Iterator for Headers<'a> {
     }
 }
 
-/// A batch with its records section decompressed.
-#[derive(Debug, Clone)]
-pub struct DecodedBatch {
-    header: Bytes,
-    records: Bytes,
+/// A batch with its records section decompressed, borrowing the batch and, when compressed,
+/// the caller's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodedBatch<'a> {
+    header: BatchHeader<'a>,
+    records: &'a [u8],
 }
 
-impl DecodedBatch {
+impl<'a> DecodedBatch<'a> {
     /// Checks the CRC of one whole v2 batch (exactly `batch`), and decompresses its records
-    /// with at most `max_decompressed` bytes.
-    pub fn decode(batch: Bytes, max_decompressed: usize) -> Result<Self> {
-        let header = BatchHeader::parse(&batch).map_err(corrupt)?;
+    /// into `scratch` (reused across batches) with at most `max_decompressed` bytes.
+    pub fn decode(
+        batch: &'a [u8],
+        max_decompressed: usize,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Self> {
+        let header = BatchHeader::parse(batch).map_err(corrupt)?;
         if header.total_size() != batch.len() {
             return Err(corrupt(format!(
                 "batch length says {} bytes but {} are present",
@@ -282,21 +338,24 @@ impl DecodedBatch {
         }
         header.verify_crc().map_err(corrupt)?;
         let codec = Codec::from_attributes(header.attributes())?;
-        let records = decompress_capped(&batch.slice(HEADER_SIZE..), codec, max_decompressed)?;
-        Ok(Self {
-            header: batch.slice(..HEADER_SIZE),
-            records,
-        })
+        let body = &batch[HEADER_SIZE..];
+        let records = if codec == Codec::None {
+            body
+        } else {
+            let n = decompress_capped_into(body, codec, max_decompressed, scratch)?;
+            &scratch[..n]
+        };
+        Ok(Self { header, records })
     }
 
     /// The fixed header.
-    pub fn header(&self) -> BatchHeader<'_> {
-        BatchHeader::parse(&self.header).expect("checked in decode")
+    pub fn header(&self) -> BatchHeader<'a> {
+        self.header
     }
 
     /// The batch's compression codec.
     pub fn codec(&self) -> Codec {
-        Codec::from_attributes(self.header().attributes()).expect("checked in decode")
+        Codec::from_attributes(self.header.attributes()).expect("checked in decode")
     }
 
     /// Size of the decompressed records section.
@@ -307,12 +366,12 @@ impl DecodedBatch {
     /// Reads every record, checking the framing of each (lengths, varints, header count) and
     /// that there are as many as the header says. The timestamp of record `r` is
     /// [`DecodedBatch::timestamp`]`(r)`.
-    pub fn records(&self) -> Result<Vec<Record<'_>>> {
-        let declared = self.header().records_count();
+    pub fn records(&self) -> Result<Vec<Record<'a>>> {
+        let declared = self.header.records_count();
         if declared < 0 {
             return Err(corrupt(format!("negative records count={declared}")));
         }
-        let mut cursor = Cursor::new(&self.records);
+        let mut cursor = Cursor::new(self.records);
         // Bounded by the bytes present: a record takes at least 7 bytes.
         let mut out = Vec::with_capacity((declared as usize).min(self.records.len() / 7 + 1));
         while cursor.remaining() > 0 {
@@ -335,12 +394,12 @@ impl DecodedBatch {
     /// The timestamp a consumer sees for a record: the batch's max timestamp under
     /// `LogAppendTime`, else the base timestamp plus the record's delta.
     pub fn timestamp(&self, record: &Record<'_>) -> i64 {
-        let header = self.header();
-        match header.timestamp_type() {
-            TimestampType::LogAppendTime => header.max_timestamp(),
-            TimestampType::CreateTime => {
-                header.base_timestamp().wrapping_add(record.timestamp_delta)
-            }
+        match self.header.timestamp_type() {
+            TimestampType::LogAppendTime => self.header.max_timestamp(),
+            TimestampType::CreateTime => self
+                .header
+                .base_timestamp()
+                .wrapping_add(record.timestamp_delta),
         }
     }
 }
@@ -500,7 +559,8 @@ pub(crate) mod tests {
             zstd in any::<bool>(),
         ) {
             let bytes = encode_batch(100, 1_700_000_000_000, &records, zstd, None, (-1, -1, -1));
-            let batch = DecodedBatch::decode(Bytes::from(bytes), 1 << 20).unwrap();
+            let mut scratch = Vec::new();
+            let batch = DecodedBatch::decode(&bytes, 1 << 20, &mut scratch).unwrap();
             let decoded = batch.records().unwrap();
             prop_assert_eq!(decoded.len(), records.len());
             for (i, (d, r)) in decoded.iter().zip(&records).enumerate() {
@@ -529,7 +589,8 @@ pub(crate) mod tests {
             // Recompute the CRC so the decoder, not the checksum, meets the damage.
             let crc = crc32c::crc32c(&bytes[21..]);
             bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-            if let Ok(batch) = DecodedBatch::decode(Bytes::from(bytes), 1 << 20) {
+            let mut scratch = Vec::new();
+            if let Ok(batch) = DecodedBatch::decode(&bytes, 1 << 20, &mut scratch) {
                 let _ = batch.records();
             }
         }
@@ -548,7 +609,8 @@ pub(crate) mod tests {
             ],
         };
         let bytes = encode_batch(0, 5, &[r], false, None, (-1, -1, -1));
-        let batch = DecodedBatch::decode(Bytes::from(bytes), 1024).unwrap();
+        let mut scratch = Vec::new();
+        let batch = DecodedBatch::decode(&bytes, 1024, &mut scratch).unwrap();
         let recs = batch.records().unwrap();
         let h: Vec<_> = recs[0].headers.clone().collect();
         assert_eq!(
@@ -573,7 +635,8 @@ pub(crate) mod tests {
             })
             .collect();
         let bytes = encode_batch(0, 5, &recs, false, Some(99), (-1, -1, -1));
-        let batch = DecodedBatch::decode(Bytes::from(bytes), 1024).unwrap();
+        let mut scratch = Vec::new();
+        let batch = DecodedBatch::decode(&bytes, 1024, &mut scratch).unwrap();
         for r in batch.records().unwrap() {
             assert_eq!(batch.timestamp(&r), 99);
         }
@@ -590,17 +653,18 @@ pub(crate) mod tests {
         let mut bytes = encode_batch(0, 0, std::slice::from_ref(&one), false, None, (-1, -1, -1));
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(DecodedBatch::decode(Bytes::from(bytes), 1 << 20).is_err());
+        let mut scratch = Vec::new();
+        assert!(DecodedBatch::decode(&bytes, 1 << 20, &mut scratch).is_err());
         // A zstd batch that inflates past the cap.
         let bytes = encode_batch(0, 0, std::slice::from_ref(&one), true, None, (-1, -1, -1));
-        let err = DecodedBatch::decode(Bytes::from(bytes), 10_000).unwrap_err();
+        let err = DecodedBatch::decode(&bytes, 10_000, &mut scratch).unwrap_err();
         assert!(err.to_string().contains(DECOMPRESSED_TOO_LARGE), "{err}");
         // The header says two records, the body holds one.
         let mut bytes = encode_batch(0, 0, &[one], false, None, (-1, -1, -1));
         bytes[57..61].copy_from_slice(&2i32.to_be_bytes());
         let crc = crc32c::crc32c(&bytes[21..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-        let batch = DecodedBatch::decode(Bytes::from(bytes), 1 << 20).unwrap();
+        let batch = DecodedBatch::decode(&bytes, 1 << 20, &mut scratch).unwrap();
         assert!(batch.records().is_err());
     }
 }

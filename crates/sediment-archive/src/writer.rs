@@ -18,9 +18,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::SchemaRef;
-use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, ParquetMetaData, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -49,7 +48,7 @@ impl Default for WriterOptions {
         Self {
             row_group_bytes: 8 << 20,
             row_group_rows: 1 << 20,
-            zstd_level: 3,
+            zstd_level: 1,
             max_decompressed_batch_bytes: 64 << 20,
         }
     }
@@ -118,8 +117,9 @@ impl Columns {
             offset: Int64Builder::new(),
             timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
             timestamp_type: StringBuilder::new(),
-            key: BinaryBuilder::new(),
-            value: BinaryBuilder::new(),
+            // Sized for a whole chunk, so the builders do not grow value by value.
+            key: BinaryBuilder::with_capacity(16 << 10, 1 << 20),
+            value: BinaryBuilder::with_capacity(16 << 10, ARROW_CHUNK_BYTES + (1 << 20)),
             header_offsets: vec![0],
             header_key: StringBuilder::new(),
             header_value: BinaryBuilder::new(),
@@ -137,7 +137,7 @@ impl Columns {
 
     /// Adds every record of `batch` (whose offsets start at `base_offset`); returns the
     /// payload bytes (keys, values, headers) added.
-    fn add_batch(&mut self, partition: i32, batch: &DecodedBatch) -> Result<u64> {
+    fn add_batch(&mut self, partition: i32, batch: &DecodedBatch<'_>) -> Result<u64> {
         let h = batch.header();
         let base = h.base_offset();
         let last = h.last_offset();
@@ -237,7 +237,21 @@ fn sequence_of(base_sequence: i32, offset_delta: i32) -> i32 {
 pub fn writer_properties(options: &WriterOptions, kv: Vec<KeyValue>) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(options.zstd_level)?;
     let no_stats = |c: &str| ColumnPath::from(c);
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    // Ascending, mostly unique integers: delta encoding stores them in a few bits each, where
+    // a dictionary would only be built and thrown away.
+    for c in [
+        col::OFFSET,
+        col::TIMESTAMP,
+        col::SEQUENCE,
+        col::BATCH_BASE_OFFSET,
+        col::BATCH_LAST_OFFSET,
+    ] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    Ok(builder
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         // Payload columns: statistics of arbitrary bytes prune nothing and cost CPU.
@@ -252,6 +266,9 @@ pub fn writer_properties(options: &WriterOptions, kv: Vec<KeyValue>) -> Result<W
             EnabledStatistics::None,
         )
         .set_column_dictionary_enabled(no_stats(col::VALUE), false)
+        // Keys are often ids with more distinct values than a dictionary page holds: building
+        // the dictionary costs more than it saves (measured on the archive benchmark).
+        .set_column_dictionary_enabled(no_stats(col::KEY), false)
         .set_statistics_truncate_length(Some(64))
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(None)
@@ -292,17 +309,21 @@ pub fn write_segment(
     let mut group_rows = 0usize;
     let mut expected = source.base_offset;
     let mut slice = source.slice.clone();
+    // Decompressed records of the current batch; reused so it stops growing after a few.
+    let mut scratch = Vec::new();
+    let mut chunk = Vec::new();
     loop {
-        let chunk: Bytes = slice
-            .read(READ_CHUNK, true)
+        let n = slice
+            .read_into(READ_CHUNK, &mut chunk)
             .map_err(|e| ArchiveError::io(path, std::io::Error::other(e.to_string())))?;
-        if chunk.is_empty() {
+        if n == 0 {
             break;
         }
-        crc = crc32c::crc32c_append(crc, &chunk);
+        let bytes = &chunk[..n];
+        crc = crc32c::crc32c_append(crc, bytes);
         let mut pos = 0;
-        while pos < chunk.len() {
-            let header = BatchHeader::parse(&chunk[pos..])
+        while pos < n {
+            let header = BatchHeader::parse(&bytes[pos..])
                 .map_err(|e| ArchiveError::CorruptBatch(e.to_string()))?;
             let size = header.total_size();
             if header.base_offset() != expected {
@@ -311,8 +332,13 @@ pub fn write_segment(
                     header.base_offset()
                 )));
             }
+            if pos + size > n {
+                return Err(ArchiveError::CorruptBatch(format!(
+                    "batch at offset={expected} runs past the end of the segment"
+                )));
+            }
             expected = header.last_offset() + 1;
-            let bytes = chunk.slice(pos..pos + size);
+            let batch_bytes = &bytes[pos..pos + size];
             pos += size;
             let epoch = header.partition_leader_epoch();
             if epochs.last().is_none_or(|&(e, _)| e != epoch) {
@@ -321,7 +347,11 @@ pub fn write_segment(
             if header.is_control() {
                 continue;
             }
-            let batch = DecodedBatch::decode(bytes, options.max_decompressed_batch_bytes)?;
+            let batch = DecodedBatch::decode(
+                batch_bytes,
+                options.max_decompressed_batch_bytes,
+                &mut scratch,
+            )?;
             payload += columns.add_batch(source.partition, &batch)?;
             if columns.bytes >= ARROW_CHUNK_BYTES.min(options.row_group_bytes) {
                 group_rows += columns.rows;
@@ -334,7 +364,7 @@ pub fn write_segment(
                 group_rows = 0;
             }
         }
-        slice = slice.advanced(chunk.len() as u64);
+        slice = slice.advanced(n as u64);
     }
     if expected != source.next_offset {
         return Err(ArchiveError::CorruptBatch(format!(

@@ -1021,6 +1021,15 @@ mod tests {
             BatchHeader::parse(&rest).unwrap().base_offset(),
             sealed[1].base_offset + 1
         );
+        // read_into: whole batches into a reused buffer; a first batch larger than the limit
+        // comes whole.
+        let mut buf = Vec::new();
+        let n = slice.read_into(1, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &first[..]);
+        let n = slice.read_into(usize::MAX, &mut buf).unwrap();
+        assert_eq!(n as u64, sealed[1].size_bytes);
+        let cut = slice.read_into(first.len() + 10, &mut buf).unwrap();
+        assert_eq!(cut, first.len(), "only whole batches");
         assert!(log.sealed_segment(log.log_end_offset()).is_none(), "active");
         assert!(log.sealed_segment(sealed[1].base_offset + 1).is_none());
 

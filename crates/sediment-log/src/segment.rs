@@ -161,6 +161,46 @@ impl ReadSlice {
         }
     }
 
+    /// Reads whole batches, at most `max_bytes` of them (at least the first one), into `buf`,
+    /// which is reused across calls (it only grows); returns how many bytes of `buf` hold
+    /// whole batches. For sequential readers of a whole segment, such as the archiver.
+    pub fn read_into(&self, max_bytes: usize, buf: &mut Vec<u8>) -> Result<usize> {
+        if self.is_empty() {
+            return Ok(0);
+        }
+        let available = self.len() as usize;
+        let want = max_bytes.max(HEADER_SIZE).min(available);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        self.file
+            .read_exact_at(&mut buf[..want], self.start)
+            .map_err(|e| LogError::io(self.path.as_path(), e))?;
+        let mut keep = 0usize;
+        while keep + LOG_OVERHEAD <= want {
+            let length =
+                i32::from_be_bytes([buf[keep + 8], buf[keep + 9], buf[keep + 10], buf[keep + 11]]);
+            let size = LOG_OVERHEAD + length.max(0) as usize;
+            if keep + size > want {
+                break;
+            }
+            keep += size;
+        }
+        if keep == 0 {
+            // The first batch is larger than max_bytes: read it whole.
+            let length = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+            let size = (LOG_OVERHEAD + length.max(0) as usize).min(available);
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            self.file
+                .read_exact_at(&mut buf[..size], self.start)
+                .map_err(|e| LogError::io(self.path.as_path(), e))?;
+            keep = size;
+        }
+        Ok(keep)
+    }
+
     /// Reads whole batches, at most `max_bytes` of them. With `at_least_one`, the first batch is
     /// returned whole even when larger, so a consumer can always make progress (KIP-74).
     pub fn read(&self, max_bytes: usize, at_least_one: bool) -> Result<Bytes> {
