@@ -184,7 +184,14 @@ impl Columns {
         Ok(payload)
     }
 
+    /// Hands the gathered rows over as an Arrow batch and starts again with builders sized for
+    /// a whole chunk (`finish` would leave empty ones that regrow, copying, value by value).
     fn take(&mut self) -> Result<RecordBatch> {
+        let fresh = Columns::new(Arc::clone(&self.schema));
+        std::mem::replace(self, fresh).into_batch()
+    }
+
+    fn into_batch(mut self) -> Result<RecordBatch> {
         let header_fields = schema::header_fields();
         let headers = StructArray::try_new(
             header_fields,
@@ -194,7 +201,7 @@ impl Columns {
             ],
             None,
         )?;
-        let offsets = std::mem::replace(&mut self.header_offsets, vec![0]);
+        let offsets = std::mem::take(&mut self.header_offsets);
         let headers = ListArray::try_new(
             schema::header_item_field(),
             OffsetBuffer::new(ScalarBuffer::from(offsets)),
@@ -217,8 +224,6 @@ impl Columns {
             Arc::new(self.batch_last_offset.finish()),
             Arc::new(self.batch_attributes.finish()),
         ];
-        self.rows = 0;
-        self.bytes = 0;
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 }
@@ -373,7 +378,7 @@ pub fn write_segment(
         )));
     }
     if columns.rows > 0 {
-        writer.write(&columns.take()?)?;
+        writer.write(&columns.into_batch()?)?;
     }
     writer.append_key_value_metadata(kv(meta::SEGMENT_CRC32C, crc));
     writer.append_key_value_metadata(kv(meta::RECORD_BYTES, payload));
