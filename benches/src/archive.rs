@@ -245,7 +245,10 @@ fn lz4_like_librdkafka(
 ) -> Result<()> {
     use bytes::BufMut;
     use std::io::Write;
-    ensure!(compression == Compression::Lz4, "only lz4 is compressed here");
+    ensure!(
+        compression == Compression::Lz4,
+        "only lz4 is compressed here"
+    );
     let mut encoder = lz4::EncoderBuilder::new()
         .block_size(lz4::BlockSize::Max64KB)
         .block_mode(lz4::BlockMode::Independent)
