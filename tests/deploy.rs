@@ -27,39 +27,64 @@ fn tool(rel: &str) -> String {
     path.display().to_string()
 }
 
-fn check(args: &[&str], expect: &str) {
+/// Runs one check of check_deploy.py (which exits non-zero, failing the test, on any problem)
+/// and returns what it reported.
+fn check(args: &[&str]) -> String {
     let out = run_python("check_deploy.py", args).expect("check_deploy.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(expect), "unexpected output: {stdout}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn overlay(name: &str) {
+fn overlay(name: &str) -> String {
     let kubectl = tool(".tools/bin/kubectl");
     let bin = sediment_bin().display().to_string();
-    check(
-        &["overlay", name, "--kubectl", &kubectl, "--sediment", &bin],
-        &format!("overlay {name}: "),
+    check(&["overlay", name, "--kubectl", &kubectl, "--sediment", &bin])
+}
+
+fn assert_overlay_report(report: &str, name: &str, archive_url: &str) {
+    assert!(report.starts_with(&format!("overlay {name}: ")), "{report}");
+    assert!(report.contains("valid for Kubernetes 1.33"), "{report}");
+    assert!(report.contains("restricted pod security holds"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "--check-config accepted (archive.url={archive_url})"
+        )),
+        "{report}"
     );
 }
 
 #[test]
 fn containerfile_copies_paths_that_exist_and_runs_as_non_root() {
-    check(&["containerfile"], "USER 10001");
+    let report = check(&["containerfile"]);
+    assert!(report.contains("2 stages"), "{report}");
+    assert!(report.contains("COPY sources exist"), "{report}");
+    assert!(report.contains("USER 10001"), "{report}");
+    assert!(
+        report.contains("ENTRYPOINT ['/usr/local/bin/sediment', 'serve']"),
+        "{report}"
+    );
 }
 
 #[test]
 fn kubernetes_overlay_is_valid_restricted_and_its_settings_are_accepted() {
-    overlay("kubernetes");
+    let report = overlay("kubernetes");
+    assert_overlay_report(&report, "kubernetes", "s3://sediment-archive/cluster-a");
 }
 
 #[test]
 fn openshift_overlay_is_valid_restricted_without_fixed_uids_and_its_settings_are_accepted() {
-    overlay("openshift");
+    let report = overlay("openshift");
+    assert_overlay_report(&report, "openshift", "s3://sediment-archive/cluster-a");
+    assert!(
+        report.contains("ServiceMonitor"),
+        "monitoring component: {report}"
+    );
 }
 
 #[test]
 fn minio_dev_overlay_is_valid_restricted_and_its_settings_are_accepted() {
-    overlay("minio-dev");
+    let report = overlay("minio-dev");
+    assert_overlay_report(&report, "minio-dev", "s3://sediment-archive/dev");
+    assert!(report.contains("Deployment"), "MinIO: {report}");
 }
 
 #[test]
@@ -71,15 +96,22 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
 
 #[test]
 fn every_terraform_file_parses() {
-    check(&["terraform"], "terraform: ");
+    let report = check(&["terraform"]);
+    for module in [
+        "terraform/examples/openshift-minio",
+        "terraform/modules/minio-bucket",
+        "terraform/modules/s3-bucket",
+    ] {
+        assert!(report.contains(module), "{module} not parsed: {report}");
+    }
 }
 
 #[test]
 fn checkov_finds_nothing_unjustified_in_terraform_or_the_rendered_overlays() {
     let kubectl = tool(".tools/bin/kubectl");
     let checkov = tool(".venv-checkov/bin/checkov");
-    check(
-        &["checkov", "--checkov", &checkov, "--kubectl", &kubectl],
-        "checkov rendered overlays: ",
-    );
+    let report = check(&["checkov", "--checkov", &checkov, "--kubectl", &kubectl]);
+    assert!(report.contains("checkov terraform/: "), "{report}");
+    assert!(report.contains("checkov rendered overlays: "), "{report}");
+    assert_eq!(report.matches(", 0 failed").count(), 2, "{report}");
 }

@@ -173,32 +173,19 @@ impl ReadSlice {
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        self.file
-            .read_exact_at(&mut buf[..want], self.start)
-            .map_err(|e| LogError::io(self.path.as_path(), e))?;
-        let mut keep = 0usize;
-        while keep + LOG_OVERHEAD <= want {
-            let length =
-                i32::from_be_bytes([buf[keep + 8], buf[keep + 9], buf[keep + 10], buf[keep + 11]]);
-            let size = LOG_OVERHEAD + length.max(0) as usize;
-            if keep + size > want {
-                break;
+        self.read_at(&mut buf[..want])?;
+        match whole_batches(&buf[..want]) {
+            (0, Some(first)) => {
+                // The first batch is larger than max_bytes: read it whole.
+                let size = first.min(available);
+                if buf.len() < size {
+                    buf.resize(size, 0);
+                }
+                self.read_at(&mut buf[..size])?;
+                Ok(size)
             }
-            keep += size;
+            (keep, _) => Ok(keep),
         }
-        if keep == 0 {
-            // The first batch is larger than max_bytes: read it whole.
-            let length = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-            let size = (LOG_OVERHEAD + length.max(0) as usize).min(available);
-            if buf.len() < size {
-                buf.resize(size, 0);
-            }
-            self.file
-                .read_exact_at(&mut buf[..size], self.start)
-                .map_err(|e| LogError::io(self.path.as_path(), e))?;
-            keep = size;
-        }
-        Ok(keep)
     }
 
     /// Reads whole batches, at most `max_bytes` of them. With `at_least_one`, the first batch is
@@ -209,31 +196,43 @@ impl ReadSlice {
         }
         let available = self.len() as usize;
         let mut buf = BytesMut::zeroed(max_bytes.max(HEADER_SIZE).min(available));
-        self.file
-            .read_exact_at(&mut buf, self.start)
-            .map_err(|e| LogError::io(self.path.as_path(), e))?;
-        let mut keep = 0usize;
-        while keep + LOG_OVERHEAD <= buf.len() {
-            let length =
-                i32::from_be_bytes([buf[keep + 8], buf[keep + 9], buf[keep + 10], buf[keep + 11]]);
-            let size = LOG_OVERHEAD + length.max(0) as usize;
-            if keep + size > buf.len() {
-                if keep == 0 && at_least_one {
-                    // The first batch is larger than max_bytes: return it whole.
-                    let size = size.min(available);
-                    let mut whole = BytesMut::zeroed(size);
-                    self.file
-                        .read_exact_at(&mut whole, self.start)
-                        .map_err(|e| LogError::io(self.path.as_path(), e))?;
-                    return Ok(whole.freeze());
-                }
-                break;
+        self.read_at(&mut buf)?;
+        match whole_batches(&buf) {
+            (0, Some(first)) if at_least_one => {
+                // The first batch is larger than max_bytes: return it whole.
+                let mut whole = BytesMut::zeroed(first.min(available));
+                self.read_at(&mut whole)?;
+                Ok(whole.freeze())
             }
-            keep += size;
+            (keep, _) => {
+                buf.truncate(keep);
+                Ok(buf.freeze())
+            }
         }
-        buf.truncate(keep);
-        Ok(buf.freeze())
     }
+
+    /// Fills `buf` from the start of the slice.
+    fn read_at(&self, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, self.start)
+            .map_err(|e| LogError::io(self.path.as_path(), e))
+    }
+}
+
+/// How many leading bytes of `buf` are whole batches, and the size of the batch after them
+/// when its length field is in `buf` but the batch does not fit.
+fn whole_batches(buf: &[u8]) -> (usize, Option<usize>) {
+    let mut keep = 0usize;
+    while keep + LOG_OVERHEAD <= buf.len() {
+        let length =
+            i32::from_be_bytes([buf[keep + 8], buf[keep + 9], buf[keep + 10], buf[keep + 11]]);
+        let size = LOG_OVERHEAD + length.max(0) as usize;
+        if keep + size > buf.len() {
+            return (keep, Some(size));
+        }
+        keep += size;
+    }
+    (keep, None)
 }
 
 #[derive(Debug)]
