@@ -34,6 +34,11 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     fn segments(&self, topic_id: Uuid, partition: i32) -> Vec<ArchivedSegment>;
     /// Every partition with at least one entry.
     fn partitions(&self) -> Vec<(Uuid, i32)>;
+    /// The first entry of a partition that ends at or after `offset` (the one holding it, or
+    /// the next one after a gap). The read path's lookup: it must not copy the whole list.
+    fn segment_at(&self, topic_id: Uuid, partition: i32, offset: i64) -> Option<ArchivedSegment>;
+    /// (first offset, offset after the last) of a partition's entries, if it has any.
+    fn range(&self, topic_id: Uuid, partition: i32) -> Option<(i64, i64)>;
     /// Durably removes the entries of one partition that end before `offset`, returning them.
     fn remove_before(
         &self,
@@ -99,6 +104,34 @@ impl CatalogState {
             .get(&(topic_id, partition))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// See [`Catalog::segment_at`].
+    pub fn segment_at(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Option<ArchivedSegment> {
+        let m = self.partitions.get(&(topic_id, partition))?;
+        // Entries never overlap, so only the last one starting at or before `offset` can hold
+        // it; otherwise the next one is the answer.
+        if let Some((_, s)) = m.range(..=offset).next_back()
+            && s.last_offset >= offset
+        {
+            return Some(s.clone());
+        }
+        m.range(offset.saturating_add(1)..)
+            .next()
+            .map(|(_, s)| s.clone())
+    }
+
+    /// See [`Catalog::range`].
+    pub fn range(&self, topic_id: Uuid, partition: i32) -> Option<(i64, i64)> {
+        let m = self.partitions.get(&(topic_id, partition))?;
+        let first = m.values().next()?;
+        let last = m.values().next_back()?;
+        Some((first.base_offset, last.next_offset()))
     }
 
     /// Every partition with entries, sorted.
@@ -183,6 +216,14 @@ impl Catalog for MemoryCatalog {
         self.state.lock().partitions()
     }
 
+    fn segment_at(&self, topic_id: Uuid, partition: i32, offset: i64) -> Option<ArchivedSegment> {
+        self.state.lock().segment_at(topic_id, partition, offset)
+    }
+
+    fn range(&self, topic_id: Uuid, partition: i32) -> Option<(i64, i64)> {
+        self.state.lock().range(topic_id, partition)
+    }
+
     fn remove_before(
         &self,
         topic_id: Uuid,
@@ -248,6 +289,14 @@ mod tests {
         c.commit(entry(t, 20, 29, "d")).unwrap();
         assert!(c.commit(entry(t, 10, 19, "e")).is_err(), "before the end");
         assert_eq!(c.segments(t, 0).len(), 2);
+        let at = |o| c.segment_at(t, 0, o).map(|s| s.key);
+        assert_eq!(at(-5).as_deref(), Some("a"));
+        assert_eq!(at(9).as_deref(), Some("a"));
+        assert_eq!(at(10).as_deref(), Some("d"), "in the gap: the next entry");
+        assert_eq!(at(29).as_deref(), Some("d"));
+        assert_eq!(at(30), None);
+        assert_eq!(c.range(t, 0), Some((0, 30)));
+        assert_eq!(c.range(t, 1), None);
         let removed = c.remove_before(t, 0, 20).unwrap();
         assert_eq!(
             removed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),

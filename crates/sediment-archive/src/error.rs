@@ -39,6 +39,10 @@ pub enum ArchiveError {
     /// The catalog refused a change (overlapping ranges, unknown entries, a failed write).
     #[error("catalog error: {0}")]
     Catalog(String),
+    /// The read cache could not be set up (a read never fails because of the cache: a cache
+    /// failure is a miss).
+    #[error("archive cache error: {0}")]
+    Cache(String),
     /// A setting that cannot work; names the setting.
     #[error("invalid setting {name}: {reason}")]
     InvalidConfig {
@@ -60,7 +64,7 @@ impl ArchiveError {
                     | object_store::Error::NotImplemented { .. }
                     | object_store::Error::InvalidPath { .. }
             ),
-            Self::Io { .. } | Self::Catalog(_) => true,
+            Self::Io { .. } | Self::Catalog(_) | Self::Cache(_) => true,
             Self::CorruptBatch(_)
             | Self::Parquet(_)
             | Self::Arrow(_)

@@ -14,11 +14,13 @@
 //! The crate knows nothing of Kafka requests or of the metadata service behind the catalog.
 
 mod archive;
+mod cache;
 mod catalog;
 mod error;
 mod instrumented;
 mod manifest;
 mod paths;
+mod reader;
 mod records;
 mod schema;
 mod settings;
@@ -29,11 +31,13 @@ pub use archive::{
     Archive, ClusterMarker, LivePartition, Orphan, RateLimiter, Staged, UploadOutcome,
     VerifyProblem, VerifyReport, is_collectable, staging_dir,
 };
+pub use cache::{CacheCounters, CacheOutcome, CacheSizes, ChunkCache, FoyerCache, Loader, NoCache};
 pub use catalog::{Catalog, CatalogState, CommitOutcome, MemoryCatalog};
 pub use error::{ArchiveError, Result};
 pub use instrumented::{InstrumentedStore, Op, RequestCounters};
 pub use manifest::{ArchivedSegment, RowGroupEntry, entry_from_footer};
 pub use paths::{CLUSTER_MARKER, Layout, SegmentKey};
+pub use reader::{ArchiveRead, ArchiveReader, ReadCounters, ReaderOptions};
 pub use records::{
     Codec, DECOMPRESSED_TOO_LARGE, DecodedBatch, Headers, Record, decompress_capped,
     decompress_capped_into,

@@ -524,3 +524,211 @@ fn collectable_rules() {
         "local copy gone"
     );
 }
+
+/// Archives every sealed segment of `log` and commits it.
+async fn archive_all(
+    archive: &Archive,
+    log: &PartitionLog,
+    topic_id: Uuid,
+    catalog: &MemoryCatalog,
+) -> usize {
+    let n = log.sealed_segments().len();
+    for i in 0..n {
+        let staged = archive.stage(&source(log, topic_id, i), T0).unwrap();
+        let (entry, _) = archive.upload(&staged, T0).await.unwrap();
+        catalog.commit(entry).unwrap();
+    }
+    n
+}
+
+#[tokio::test]
+async fn archived_segments_read_back_as_the_batches_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, produced) = log_with(&dir.path().join("log"), 40, 20);
+    let topic_id = Uuid::new_v4();
+    let archive = archive_on(Arc::new(InMemory::new()), &dir.path().join("staging"));
+    let catalog = Arc::new(MemoryCatalog::default());
+    let segments = archive_all(&archive, &log, topic_id, &catalog).await;
+    assert!(segments >= 3, "several objects: {segments}");
+    let cache = FoyerCache::open(
+        &dir.path().join("cache"),
+        &CacheSizes {
+            memory_bytes: 1 << 20,
+            disk_bytes: 16 << 20,
+            disk_block_bytes: 1 << 20,
+        },
+    )
+    .await
+    .unwrap();
+    let reader = Arc::new(ArchiveReader::new(
+        archive.store().clone(),
+        catalog.clone(),
+        Arc::new(cache),
+        ReaderOptions::default(),
+    ));
+    let last = catalog.range(topic_id, 2).unwrap().1;
+
+    // Read everything with a small budget, as a consumer would, and check every field.
+    let mut at = 0;
+    let mut seen = 0usize;
+    let mut scratch = Vec::new();
+    while at < last {
+        let read = reader
+            .read(topic_id, 2, at, 3000, true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read.next_offset > at, "progress from {at}");
+        let mut buf = &read.records[..];
+        assert!(!buf.is_empty());
+        while !buf.is_empty() {
+            let header = sediment_log::BatchHeader::parse(buf).unwrap();
+            let len = header.total_size();
+            let batch = DecodedBatch::decode(&buf[..len], 1 << 20, &mut scratch).unwrap();
+            assert_eq!(batch.codec(), Codec::None);
+            assert_eq!(header.partition_leader_epoch(), 3);
+            assert_eq!(header.producer_id(), 42);
+            assert_eq!(header.producer_epoch(), 1);
+            assert_eq!(header.base_sequence() as i64, header.base_offset());
+            for r in batch.records().unwrap() {
+                let offset = header.base_offset() + r.offset_delta as i64;
+                if offset < at {
+                    continue;
+                }
+                let (o, want) = &produced[offset as usize];
+                assert_eq!(*o, offset);
+                assert_eq!(
+                    batch.timestamp(&r),
+                    T0 + (o / 20) * 1000 + want.timestamp_delta
+                );
+                assert_eq!(r.key, want.key.as_deref());
+                assert_eq!(r.value, want.value.as_deref());
+                let headers: Vec<(String, Option<Vec<u8>>)> = r
+                    .headers
+                    .clone()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8(k.to_vec()).unwrap(),
+                            v.map(<[u8]>::to_vec),
+                        )
+                    })
+                    .collect();
+                assert_eq!(headers, want.headers);
+                assert_eq!(offset as usize, seen, "in order, no gaps, no repeats");
+                seen += 1;
+            }
+            buf = &buf[len..];
+        }
+        at = read.next_offset;
+    }
+    assert_eq!(seen as i64, last);
+    assert_eq!(
+        archive.store().counters.requests(Op::List),
+        0,
+        "reads never list"
+    );
+
+    // A read from the middle of a batch starts with the batch holding the offset.
+    let read = reader
+        .read(topic_id, 2, 105, 1, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let header = sediment_log::BatchHeader::parse(&read.records).unwrap();
+    assert_eq!(header.base_offset(), 100);
+    assert_eq!(
+        read.next_offset, 120,
+        "one whole batch when the budget is tiny"
+    );
+    assert_eq!(read.records.len(), header.total_size());
+    // Without `allow_oversized` a too-small budget gets nothing.
+    let read = reader
+        .read(topic_id, 2, 105, 1, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(read.records.is_empty());
+    assert_eq!(
+        reader
+            .read(topic_id, 2, last, 1 << 20, true)
+            .await
+            .unwrap()
+            .map(|r| r.next_offset),
+        None
+    );
+
+    // Reading it all again is served by the caches: no new GET.
+    let gets = archive.store().counters.requests(Op::Get);
+    let mut at = 0;
+    while at < last {
+        at = reader
+            .read(topic_id, 2, at, 1 << 20, true)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_offset;
+    }
+    assert_eq!(archive.store().counters.requests(Op::Get), gets);
+
+    // Timestamp lookups: batch b starts at T0 + b*1000.
+    assert_eq!(
+        reader
+            .offset_for_timestamp(topic_id, 2, T0 + 7_000)
+            .await
+            .unwrap(),
+        Some((140, T0 + 7_000))
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(topic_id, 2, T0 + 7_005)
+            .await
+            .unwrap(),
+        Some((145, T0 + 7_005))
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(topic_id, 2, T0 + 999_999)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_cold_sequential_read_makes_one_get_per_row_group_plus_one_per_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = log_with(&dir.path().join("log"), 40, 20);
+    let topic_id = Uuid::new_v4();
+    let archive = archive_on(Arc::new(InMemory::new()), &dir.path().join("staging"));
+    let catalog = Arc::new(MemoryCatalog::default());
+    archive_all(&archive, &log, topic_id, &catalog).await;
+    let entries = catalog.segments(topic_id, 2);
+    let row_groups: usize = entries.iter().map(|e| e.row_groups.len()).sum();
+    let reader = Arc::new(ArchiveReader::new(
+        archive.store().clone(),
+        catalog.clone(),
+        Arc::new(NoCache::default()),
+        ReaderOptions {
+            prefetch_row_groups: 0,
+            ..ReaderOptions::default()
+        },
+    ));
+    let before = archive.store().counters.requests(Op::Get);
+    let last = catalog.range(topic_id, 2).unwrap().1;
+    let mut at = 0;
+    while at < last {
+        at = reader
+            .read(topic_id, 2, at, 500, true)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_offset;
+    }
+    let gets = archive.store().counters.requests(Op::Get) - before;
+    assert_eq!(
+        gets as usize,
+        row_groups + entries.len(),
+        "{row_groups} row groups in {} objects",
+        entries.len()
+    );
+}

@@ -97,6 +97,18 @@ impl Catalog for FileCatalog {
         self.journal.lock().state().0.partitions()
     }
 
+    fn segment_at(&self, topic_id: Uuid, partition: i32, offset: i64) -> Option<ArchivedSegment> {
+        self.journal
+            .lock()
+            .state()
+            .0
+            .segment_at(topic_id, partition, offset)
+    }
+
+    fn range(&self, topic_id: Uuid, partition: i32) -> Option<(i64, i64)> {
+        self.journal.lock().state().0.range(topic_id, partition)
+    }
+
     fn remove_before(
         &self,
         topic_id: Uuid,
