@@ -5,6 +5,7 @@
 //! done by `.ci/run`); `SEDIMENT_BIN` overrides its path. Python clients run under
 //! `SEDIMENT_PYTHON` (default `python3`), which `scripts/setup-test-deps.sh` prepares.
 
+pub mod archive;
 pub mod kafka;
 pub mod s3;
 

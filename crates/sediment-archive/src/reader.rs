@@ -75,6 +75,9 @@ pub struct ReadCounters {
     pub errors: AtomicU64,
     /// Row groups decoded.
     pub row_groups_decoded: AtomicU64,
+    /// Row group lookups served by the memory cache of decoded row groups (no fetch, no
+    /// decode).
+    pub decoded_hits: AtomicU64,
     /// Row groups fetched ahead of a reader.
     pub prefetches: AtomicU64,
 }
@@ -111,6 +114,9 @@ pub struct ArchiveReader {
     footers: Cache<String, ArrowReaderMetadata>,
     options: ReaderOptions,
     counters: ReadCounters,
+    /// Row groups being prefetched, so a reader polling faster than a fetch completes does
+    /// not start the same prefetch again.
+    prefetching: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for ArchiveReader {
@@ -225,6 +231,7 @@ impl ArchiveReader {
             footers,
             options,
             counters: ReadCounters::default(),
+            prefetching: parking_lot::Mutex::default(),
         }
     }
 
@@ -384,13 +391,15 @@ impl ArchiveReader {
                     None => return,
                 }
             }
-            if !self.decoded.contains(&row_group_key(&seg.key, next)) {
+            let key = row_group_key(&seg.key, next);
+            if !self.decoded.contains(&key) && self.prefetching.lock().insert(key.clone()) {
                 self.counters.prefetches.fetch_add(1, Ordering::Relaxed);
                 let (me, s) = (Arc::clone(self), seg.clone());
                 tokio::spawn(async move {
                     if let Err(e) = me.row_group(&s, next).await {
                         tracing::debug!(key = %s.key, row_group = next, error = %e, "archive prefetch failed");
                     }
+                    me.prefetching.lock().remove(&key);
                 });
             }
             next += 1;
@@ -405,6 +414,10 @@ impl ArchiveReader {
         index: usize,
     ) -> Result<Arc<Decoded>> {
         let key = row_group_key(&seg.key, index);
+        if let Some(e) = self.decoded.get(&key) {
+            self.counters.decoded_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Arc::clone(e.value()));
+        }
         let (me, seg) = (Arc::clone(self), seg.clone());
         memoize(
             &self.decoded,

@@ -71,6 +71,16 @@ pub struct ArchiveSettings {
     /// Longest wait before retrying a segment whose upload failed (the wait doubles from
     /// one second up to this).
     pub retry_backoff_max_ms: u64,
+    /// Memory for archive reads (fetches below the local log start): half caches fetched
+    /// Parquet row groups, half the record batches rebuilt from them.
+    pub cache_memory_bytes: u64,
+    /// Local disk for fetched row groups, behind the memory tier (0: no disk tier). Files are
+    /// sparse: space is used as the cache fills.
+    pub cache_disk_bytes: u64,
+    /// Directory of the disk tier. Empty: `<data dir>/archive-cache`.
+    pub cache_dir: String,
+    /// Row groups fetched and decoded ahead of a sequential archive reader.
+    pub prefetch_row_groups: usize,
 }
 
 impl std::fmt::Debug for ArchiveSettings {
@@ -114,6 +124,10 @@ impl Default for ArchiveSettings {
             orphan_grace_ms: 3_600_000,
             gc_interval_ms: 600_000,
             retry_backoff_max_ms: 60_000,
+            cache_memory_bytes: 256 << 20,
+            cache_disk_bytes: 1 << 30,
+            cache_dir: String::new(),
+            prefetch_row_groups: 2,
         }
     }
 }
@@ -177,7 +191,56 @@ impl ArchiveSettings {
                 return Err(invalid(name, "must be at least 1"));
             }
         }
+        if self.cache_memory_bytes < 2 << 20 {
+            return Err(invalid(
+                "archive.cache_memory_bytes",
+                format!("must be at least 2 MiB, got {}", self.cache_memory_bytes),
+            ));
+        }
+        let block = self.cache_block_bytes() as u64;
+        if self.cache_disk_bytes != 0 && self.cache_disk_bytes < 4 * block {
+            return Err(invalid(
+                "archive.cache_disk_bytes",
+                format!(
+                    "must be 0 (no disk tier) or at least {} (four blocks of {block}, twice \
+                     archive.row_group_bytes or 16 MiB), got {}",
+                    4 * block,
+                    self.cache_disk_bytes
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Block size of the disk cache: the largest entry it holds, so at least a row group.
+    fn cache_block_bytes(&self) -> usize {
+        ((self.row_group_bytes as usize).saturating_mul(2)).max(16 << 20)
+    }
+
+    /// Sizes of the read cache.
+    pub fn cache_sizes(&self) -> crate::cache::CacheSizes {
+        crate::cache::CacheSizes {
+            memory_bytes: (self.cache_memory_bytes / 2) as usize,
+            disk_bytes: self.cache_disk_bytes as usize,
+            disk_block_bytes: self.cache_block_bytes(),
+        }
+    }
+
+    /// The read path's options.
+    pub fn reader_options(&self) -> crate::reader::ReaderOptions {
+        crate::reader::ReaderOptions {
+            decoded_cache_bytes: (self.cache_memory_bytes / 2) as usize,
+            prefetch_row_groups: self.prefetch_row_groups,
+        }
+    }
+
+    /// Directory of the disk cache.
+    pub fn cache_dir(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.cache_dir.is_empty() {
+            data_dir.join("archive-cache")
+        } else {
+            std::path::PathBuf::from(&self.cache_dir)
+        }
     }
 
     /// The Parquet writer options these settings ask for.

@@ -15,7 +15,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use sediment_archive::{
-    Archive, ArchiveStore, ArchivedSegment, Catalog, SegmentSource, staging_dir,
+    Archive, ArchiveReader, ArchiveStore, ArchivedSegment, Catalog, ChunkCache, SegmentSource,
+    staging_dir,
 };
 use sediment_log::{
     AppendInfo, Clock, DELETE_SUFFIX, FlushHandle, PartitionLog, ReadSlice,
@@ -347,6 +348,7 @@ pub struct Broker {
     /// Reserved producer ids: (next to hand out, end of the block).
     producer_ids: Mutex<(i64, i64)>,
     tiering: Arc<Tiering>,
+    archive_reader: Arc<ArchiveReader>,
     _dir_lock: File,
 }
 
@@ -382,6 +384,7 @@ impl Broker {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         archive_store: ArchiveStore,
+        archive_cache: Arc<dyn ChunkCache>,
     ) -> Result<Arc<Self>, BrokerError> {
         let dir = &config.data_dir;
         let storage =
@@ -413,6 +416,12 @@ impl Broker {
         )
         .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
         let catalog: Arc<dyn Catalog> = Arc::new(FileCatalog::open(dir)?);
+        let reader = Arc::new(ArchiveReader::new(
+            archive.store().clone(),
+            Arc::clone(&catalog),
+            archive_cache,
+            config.archive.reader_options(),
+        ));
         let tiering = Arc::new(Tiering::new(
             Arc::new(archive),
             catalog,
@@ -433,6 +442,7 @@ impl Broker {
             groups,
             producer_ids: Mutex::new((0, 0)),
             tiering,
+            archive_reader: reader,
             _dir_lock: lock,
         };
         let started = Instant::now();
@@ -521,6 +531,11 @@ impl Broker {
     /// The archiver.
     pub fn tiering(&self) -> &Arc<Tiering> {
         &self.tiering
+    }
+
+    /// The archive read path (fetches below the local log start, timestamp lookups).
+    pub fn archive_reader(&self) -> &Arc<ArchiveReader> {
+        &self.archive_reader
     }
 
     /// A producer id never handed out before, by this run or an earlier one (InitProducerId).
@@ -855,6 +870,25 @@ impl Broker {
         self.topics().iter().flat_map(|t| t.partitions()).collect()
     }
 
+    /// (topic, partition, records behind the log end) of partitions read from the archive in
+    /// the last minute.
+    pub fn replay_lag(&self) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::new();
+        for (topic_id, partition, offset) in self.tiering.recent_archive_reads(60_000) {
+            let Some(p) = self
+                .topic_by_id(topic_id)
+                .and_then(|t| t.partition(partition))
+            else {
+                continue;
+            };
+            if let Ok((_, end)) = p.offsets() {
+                out.push((p.topic().to_string(), partition, (end - offset).max(0)));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Figures for the per-partition metrics.
     pub fn partition_stats(&self) -> Vec<PartitionStats> {
         self.all_partitions()
@@ -1024,6 +1058,7 @@ mod tests {
             Arc::new(ManualClock::new(1_700_000_000_000)),
             Arc::new(Metrics::new()),
             memory_archive(),
+            Arc::new(sediment_archive::NoCache::default()),
         )
         .unwrap()
     }
@@ -1077,6 +1112,7 @@ mod tests {
             Arc::new(ManualClock::new(0)),
             Arc::new(Metrics::new()),
             memory_archive(),
+            Arc::new(sediment_archive::NoCache::default()),
         )
         .unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");

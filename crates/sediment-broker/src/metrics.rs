@@ -257,6 +257,97 @@ fn encode_archive(broker: &Broker, encoder: &mut DescriptorEncoder) -> Result<()
         None,
         MetricType::Counter,
     )?)?;
+    encode_archive_reads(broker, encoder)
+}
+
+/// The archive read path: cache, reads, prefetch and replay lag.
+fn encode_archive_reads(
+    broker: &Broker,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use std::sync::atomic::Ordering::Relaxed;
+    let reader = broker.archive_reader();
+    let cache = reader.cache().counters();
+    let reads = reader.counters();
+    let counters: [(&str, &str, u64); 11] = [
+        (
+            "sediment_archive_decoded_cache_hits",
+            "Archive row groups served already decoded from memory (no fetch, no decode)",
+            reads.decoded_hits.load(Relaxed),
+        ),
+        (
+            "sediment_archive_cache_hits",
+            "Archive cache lookups served from memory or local disk",
+            cache.hits.load(Relaxed),
+        ),
+        (
+            "sediment_archive_cache_misses",
+            "Archive cache lookups that read the object store",
+            cache.misses.load(Relaxed),
+        ),
+        (
+            "sediment_archive_cache_hit_bytes",
+            "Bytes served by the archive cache",
+            cache.hit_bytes.load(Relaxed),
+        ),
+        (
+            "sediment_archive_remote_read_bytes",
+            "Bytes read from the object store by archive reads (cache misses)",
+            cache.miss_bytes.load(Relaxed),
+        ),
+        (
+            "sediment_archive_cache_errors",
+            "Archive cache failures turned into misses",
+            cache.errors.load(Relaxed),
+        ),
+        (
+            "sediment_archive_reads",
+            "Fetches of a partition served from the archive",
+            reads.reads.load(Relaxed),
+        ),
+        (
+            "sediment_archive_read_bytes",
+            "Record batch bytes served from the archive",
+            reads.bytes.load(Relaxed),
+        ),
+        (
+            "sediment_archive_read_errors",
+            "Archive reads that failed (the fetch was answered empty and retried by the client)",
+            reads.errors.load(Relaxed),
+        ),
+        (
+            "sediment_archive_row_groups_decoded",
+            "Parquet row groups decoded into record batches",
+            reads.row_groups_decoded.load(Relaxed),
+        ),
+        (
+            "sediment_archive_prefetches",
+            "Row groups fetched ahead of a sequential archive reader",
+            reads.prefetches.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        ConstCounter::new(value).encode(encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Counter,
+        )?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "sediment_archive_replay_lag_records",
+        "Records between the log end and the offset of the latest archive read, per partition \
+         read from the archive in the last minute",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (topic, partition, lag) in broker.replay_lag() {
+        let partition = partition.to_string();
+        let labels = [("topic", topic.as_str()), ("partition", partition.as_str())];
+        ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
+    }
     Ok(())
 }
 

@@ -108,6 +108,8 @@ pub struct Tiering {
     state: Mutex<State>,
     wake: Notify,
     pause_before_commit: bool,
+    /// Latest archive read per partition: (offset, when), for the replay-lag gauge.
+    archive_reads: Mutex<std::collections::HashMap<(Uuid, i32), (i64, i64)>>,
 }
 
 impl Tiering {
@@ -134,6 +136,7 @@ impl Tiering {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             pause_before_commit,
+            archive_reads: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -145,6 +148,27 @@ impl Tiering {
     /// The archive.
     pub fn archive(&self) -> &Arc<Archive> {
         &self.archive
+    }
+
+    /// Notes a fetch served from the archive at `offset`.
+    pub fn note_archive_read(&self, topic_id: Uuid, partition: i32, offset: i64) {
+        let now = self.clock.now_ms();
+        self.archive_reads
+            .lock()
+            .insert((topic_id, partition), (offset, now));
+    }
+
+    /// Partitions read from the archive within `window_ms`: (topic id, partition, offset).
+    pub fn recent_archive_reads(&self, window_ms: i64) -> Vec<(Uuid, i32, i64)> {
+        let now = self.clock.now_ms();
+        let mut reads = self.archive_reads.lock();
+        reads.retain(|_, (_, at)| now - *at <= window_ms);
+        reads.iter().map(|(&(t, p), &(o, _))| (t, p, o)).collect()
+    }
+
+    /// (first offset, offset after the last) held in the archive for a partition.
+    pub fn archive_range(&self, topic_id: Uuid, partition: i32) -> Option<(i64, i64)> {
+        self.catalog.range(topic_id, partition)
     }
 
     /// Asks the archiver to look for work now (a segment rolled).

@@ -79,6 +79,17 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
     })
     .await
     .context("cannot open the archive (archive.url)")?;
+    let cache_dir = settings.archive.cache_dir(&config.data_dir);
+    let archive_cache =
+        sediment_archive::FoyerCache::open(&cache_dir, &settings.archive.cache_sizes())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the archive read cache in {} (archive.cache_dir)",
+                    cache_dir.display()
+                )
+            })?;
+    let archive_cache: Arc<dyn sediment_archive::ChunkCache> = Arc::new(archive_cache);
 
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -105,7 +116,13 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         let config = config.clone();
         let metrics = Arc::clone(&metrics);
         tokio::task::spawn_blocking(move || {
-            Broker::open(config, Arc::new(SystemClock), metrics, archive_store)
+            Broker::open(
+                config,
+                Arc::new(SystemClock),
+                metrics,
+                archive_store,
+                archive_cache,
+            )
         })
         .await
         .context("broker start-up task failed")??

@@ -3,6 +3,14 @@
 //! fewer than `min_bytes` are available the handler waits up to `max_wait_ms` for an append to
 //! any requested partition. Fetch sessions (KIP-227) are not kept: every response carries
 //! session id 0, which clients treat as "send full requests".
+//!
+//! An offset below the local log start that the archive holds is read from the archive (see
+//! `sediment_archive::ArchiveReader`): each such partition is read by its own task, in
+//! parallel, while hot partitions are answered as usual. A response never waits past
+//! `max_wait_ms` for an archive read: a partition whose read has not finished (a cold cache, a
+//! slow or unreachable bucket) is answered empty, without an error, and its read carries on
+//! and fills the cache for the client's next fetch. Consumers therefore see a delay, never an
+//! error or a gap. Log start offsets reported are those of the whole log, archive included.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +23,7 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, TopicName,
     fetch_response::{FetchableTopicResponse, PartitionData},
 };
+use sediment_log::BatchHeader;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -33,6 +42,60 @@ struct Wanted {
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
+    archive: Option<ArchiveSlot>,
+}
+
+/// An archive read in progress for one partition of the request.
+struct ArchiveSlot {
+    /// Filled by the read task: the batches, or `Err` when the read failed.
+    result: Arc<parking_lot::Mutex<Option<Result<Bytes, ()>>>>,
+    /// The batches once taken from `result`.
+    done: Option<Bytes>,
+    /// The read failed: the partition is answered empty, but only at the deadline, so a
+    /// consumer does not spin on an unreachable bucket.
+    failed: bool,
+}
+
+impl ArchiveSlot {
+    /// Whether the response should still wait for this partition.
+    fn pending(&self) -> bool {
+        self.done.is_none() || self.failed
+    }
+
+    /// Takes the read's result if it finished.
+    fn poll(&mut self) {
+        if self.done.is_none() {
+            match self.result.lock().take() {
+                Some(Ok(records)) => self.done = Some(records),
+                Some(Err(())) => {
+                    self.done = Some(Bytes::new());
+                    self.failed = true;
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// The offsets a fetch sees: the whole log's start (archive included), the local log's, and
+/// the high watermark.
+struct Bounds {
+    log_start: i64,
+    local_start: i64,
+    high_watermark: i64,
+}
+
+fn bounds(ctx: &Ctx<'_>, p: &Partition) -> Result<Bounds, BrokerError> {
+    let (local_start, high_watermark) = p.offsets()?;
+    let log_start = match ctx.broker.tiering().archive_range(p.topic_id(), p.index()) {
+        Some((start, _)) => start.min(local_start),
+        None => local_start,
+    };
+    Ok(Bounds {
+        log_start,
+        local_start,
+        high_watermark,
+    })
 }
 
 struct WantedTopic {
@@ -48,18 +111,30 @@ pub(super) async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             .with_error_code(ctx.code(ResponseError::FetchSessionIdNotFound.code()))
             .with_session_id(0);
     }
-    let wanted = resolve(ctx, &req);
+    let mut wanted = resolve(ctx, &req);
+    let max_bytes = req.max_bytes.max(0) as usize;
+    let archive_done = Arc::new(tokio::sync::Notify::new());
+    start_archive_reads(ctx, &mut wanted, max_bytes, &archive_done);
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = req.max_bytes.max(0) as usize;
     let read_committed = req.isolation_level == READ_COMMITTED;
     loop {
-        // Register for append notifications before reading, so an append between the read and
-        // the wait still wakes us.
-        let partitions: Vec<&Arc<Partition>> = wanted
+        for w in wanted.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            if let Some(slot) = w.archive.as_mut() {
+                slot.poll();
+            }
+        }
+        let archive_pending = wanted
             .iter()
             .flat_map(|t| t.partitions.iter())
-            .filter_map(|w| w.partition.as_ref().ok())
+            .any(|w| w.archive.as_ref().is_some_and(ArchiveSlot::pending));
+        // Register for append notifications before reading, so an append between the read and
+        // the wait still wakes us.
+        let partitions: Vec<Arc<Partition>> = wanted
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|w| w.archive.is_none())
+            .filter_map(|w| w.partition.as_ref().ok().cloned())
             .collect();
         let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
             partitions.iter().map(|p| Box::pin(p.appended())).collect();
@@ -69,18 +144,95 @@ pub(super) async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         let (response, total, has_error) = read_all(ctx, &wanted, max_bytes, read_committed);
         let done = total >= min_bytes
             || has_error
-            || waits.is_empty()
+            || (waits.is_empty() && !archive_pending)
             || Instant::now() >= deadline
             || ctx.shutdown.is_cancelled();
         if done {
             return response;
         }
+        let appended = async {
+            if waits.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                select_all(waits).await;
+            }
+        };
         tokio::select! {
-            _ = select_all(waits) => {}
+            _ = appended => {}
+            _ = archive_done.notified(), if archive_pending => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = ctx.shutdown.cancelled() => {}
         }
     }
+}
+
+/// Starts a read task for every partition whose offset is below its local log start and held
+/// by the archive.
+fn start_archive_reads(
+    ctx: &Ctx<'_>,
+    wanted: &mut [WantedTopic],
+    max_bytes: usize,
+    done: &Arc<tokio::sync::Notify>,
+) {
+    let tiering = ctx.broker.tiering();
+    for t in wanted {
+        for w in &mut t.partitions {
+            let Ok(p) = w.partition.as_ref() else {
+                continue;
+            };
+            let Ok(b) = bounds(ctx, p) else {
+                continue;
+            };
+            if w.offset >= b.local_start || w.offset < b.log_start {
+                continue;
+            }
+            match tiering.archive_range(p.topic_id(), p.index()) {
+                Some((_, end)) if w.offset < end => {}
+                // Between the archive's end and the local start: the local log answers.
+                _ => continue,
+            }
+            tiering.note_archive_read(p.topic_id(), p.index(), w.offset);
+            let reader = Arc::clone(ctx.broker.archive_reader());
+            let (topic_id, index, offset) = (p.topic_id(), p.index(), w.offset);
+            let topic = p.topic().to_string();
+            let budget = w.max_bytes.min(max_bytes);
+            let result = Arc::new(parking_lot::Mutex::new(None));
+            let (slot, done) = (Arc::clone(&result), Arc::clone(done));
+            tokio::spawn(async move {
+                let records = match reader.read(topic_id, index, offset, budget, true).await {
+                    Ok(read) => Ok(read.map(|r| r.records).unwrap_or_default()),
+                    Err(e) => {
+                        tracing::warn!(%topic, partition = index, offset, error = %e, "archive read failed; answering empty, the consumer will retry");
+                        Err(())
+                    }
+                };
+                *slot.lock() = Some(records);
+                done.notify_one();
+            });
+            w.archive = Some(ArchiveSlot {
+                result,
+                done: None,
+                failed: false,
+            });
+        }
+    }
+}
+
+/// The longest prefix of whole batches of `records` within `budget`; with `first` the first
+/// batch even when larger.
+fn whole_batches(records: &Bytes, budget: usize, first: bool) -> Bytes {
+    let mut end = 0;
+    while end < records.len() {
+        let Ok(h) = BatchHeader::parse(&records[end..]) else {
+            break;
+        };
+        let next = end + h.total_size();
+        if next > records.len() || (next > budget && !(end == 0 && first)) {
+            break;
+        }
+        end = next;
+    }
+    records.slice(..end)
 }
 
 fn resolve(ctx: &Ctx<'_>, req: &FetchRequest) -> Vec<WantedTopic> {
@@ -120,6 +272,7 @@ fn resolve(ctx: &Ctx<'_>, req: &FetchRequest) -> Vec<WantedTopic> {
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,
                         current_leader_epoch: p.current_leader_epoch,
+                        archive: None,
                     })
                     .collect(),
             }
@@ -152,7 +305,16 @@ fn read_all(
                 .map_err(BrokerError::clone)
                 .and_then(|p| {
                     p.check_leader_epoch(w.current_leader_epoch)?;
-                    read_partition(p, w.offset, budget, total == 0)
+                    let b = bounds(ctx, p)?;
+                    let records = match &w.archive {
+                        Some(slot) => slot
+                            .done
+                            .as_ref()
+                            .map(|r| whole_batches(r, budget, total == 0))
+                            .unwrap_or_default(),
+                        None => read_partition(p, &b, w.offset, budget, total == 0)?,
+                    };
+                    Ok((records, b.high_watermark, b.log_start))
                 });
             partitions.push(match result {
                 Ok((records, hw, log_start)) => {
@@ -168,8 +330,8 @@ fn read_all(
                         .partition
                         .as_ref()
                         .ok()
-                        .and_then(|p| p.offsets().ok())
-                        .map_or((-1, -1), |(start, hw)| (hw, start));
+                        .and_then(|p| bounds(ctx, p).ok())
+                        .map_or((-1, -1), |b| (b.high_watermark, b.log_start));
                     data.with_error_code(ctx.code(e.code()))
                         .with_high_watermark(hw)
                         .with_last_stable_offset(hw)
@@ -191,18 +353,25 @@ fn read_all(
     (response, total, has_error)
 }
 
-/// Reads whole batches from `offset`. With `first` set (nothing in the response yet) a batch larger
-/// than the budget still goes out, so a consumer can always progress.
+/// Reads whole batches of the local log from `offset`. With `first` set (nothing in the
+/// response yet) a batch larger than the budget still goes out, so a consumer can always
+/// progress. An offset below the local start but within the whole log (a gap the archive does
+/// not cover) reads from the local start.
 fn read_partition(
     p: &Partition,
+    b: &Bounds,
     offset: i64,
     budget: usize,
     first: bool,
-) -> Result<(Bytes, i64, i64), BrokerError> {
+) -> Result<Bytes, BrokerError> {
+    let offset = if offset >= b.log_start && offset < b.local_start {
+        b.local_start
+    } else {
+        offset
+    };
     let read = p.read(offset)?;
-    let records = match read.slice {
+    Ok(match read.slice {
         Some(slice) => slice.read(budget, first)?,
         _ => Bytes::new(),
-    };
-    Ok((records, read.high_watermark, read.log_start_offset))
+    })
 }

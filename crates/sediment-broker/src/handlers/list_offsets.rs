@@ -1,6 +1,11 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), or the first
-//! offset whose record timestamp is at least a given time. Timestamp lookups find the batch
-//! through the time index, then decode it with `kafka-protocol` to find the exact record.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), latest
+//! tiered (-5), or the first offset whose record timestamp is at least a given time.
+//!
+//! With tiered storage (KIP-405/KIP-1005 semantics) "earliest" is the start of the whole log,
+//! archive included, "earliest local" that of the local log, and "latest tiered" the last
+//! archived offset. Timestamp lookups search the archive first (segment time ranges and
+//! row-group statistics from the manifest, then the row group's records), then the local log
+//! through its time index, decoding the batch with `kafka-protocol` to find the exact record.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -18,65 +23,75 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
-pub(super) fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(super) async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let broker = ctx.broker;
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = broker.topic(&t.name);
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let resp = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index);
-                    let result = topic
-                        .as_ref()
-                        .and_then(|topic| topic.partition(p.partition_index))
-                        .ok_or_else(|| {
-                            BrokerError::UnknownTopicOrPartition(format!(
-                                "{}-{}",
-                                t.name.as_str(),
-                                p.partition_index
-                            ))
-                        })
-                        .and_then(|partition| {
-                            partition.check_leader_epoch(p.current_leader_epoch)?;
-                            lookup(ctx, &partition, p.timestamp)
-                                .map(|r| (r, partition.leader_epoch()))
-                        });
-                    match result {
-                        Ok(((offset, timestamp), epoch)) => {
-                            let resp = resp.with_offset(offset).with_timestamp(timestamp);
-                            if ctx.version >= 4 {
-                                resp.with_leader_epoch(epoch)
-                            } else {
-                                resp
-                            }
-                        }
-                        Err(e) => resp
-                            .with_error_code(ctx.error(&e).0)
-                            .with_offset(-1)
-                            .with_timestamp(-1),
-                    }
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = broker.topic(&t.name);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let resp =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let result = topic
+                .as_ref()
+                .and_then(|topic| topic.partition(p.partition_index))
+                .ok_or_else(|| {
+                    BrokerError::UnknownTopicOrPartition(format!(
+                        "{}-{}",
+                        t.name.as_str(),
+                        p.partition_index
+                    ))
                 })
-                .collect();
+                .and_then(|partition| {
+                    partition.check_leader_epoch(p.current_leader_epoch)?;
+                    Ok(partition)
+                });
+            let result = match result {
+                Ok(partition) => lookup(ctx, &partition, p.timestamp)
+                    .await
+                    .map(|r| (r, partition.leader_epoch())),
+                Err(e) => Err(e),
+            };
+            partitions.push(match result {
+                Ok(((offset, timestamp), epoch)) => {
+                    let resp = resp.with_offset(offset).with_timestamp(timestamp);
+                    if ctx.version >= 4 {
+                        resp.with_leader_epoch(epoch)
+                    } else {
+                        resp
+                    }
+                }
+                Err(e) => resp
+                    .with_error_code(ctx.error(&e).0)
+                    .with_offset(-1)
+                    .with_timestamp(-1),
+            });
+        }
+        topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     ListOffsetsResponse::default().with_topics(topics)
 }
 
 /// (offset, timestamp); (-1, -1) when no record matches.
-fn lookup(ctx: &Ctx<'_>, partition: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
+async fn lookup(
+    ctx: &Ctx<'_>,
+    partition: &Partition,
+    timestamp: i64,
+) -> Result<(i64, i64), BrokerError> {
     let (start, end) = partition.offsets()?;
+    let tiering = ctx.broker.tiering();
+    let archived = tiering.archive_range(partition.topic_id(), partition.index());
     match timestamp {
         LATEST => Ok((end, -1)),
-        EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
+        EARLIEST => Ok((archived.map_or(start, |(a, _)| a.min(start)), -1)),
+        EARLIEST_LOCAL => Ok((start, -1)),
+        LATEST_TIERED if ctx.version >= 9 => Ok((archived.map_or(-1, |(_, e)| e - 1), -1)),
         MAX_TIMESTAMP if ctx.version >= 7 => match partition.batch_with_max_timestamp()? {
             Some(batch) => {
                 let records = decode(ctx, &batch)?;
@@ -89,19 +104,47 @@ fn lookup(ctx: &Ctx<'_>, partition: &Partition, timestamp: i64) -> Result<(i64, 
             }
             None => Ok((-1, -1)),
         },
-        t if t >= 0 => match partition.batch_for_timestamp(t)? {
-            Some(batch) => {
-                let records = decode(ctx, &batch)?;
-                Ok(records
-                    .iter()
-                    .find(|r| r.timestamp >= t)
-                    .map_or((-1, -1), |r| (r.offset, r.timestamp)))
+        t if t >= 0 => {
+            // The archive holds the older records: look there first, for what precedes the
+            // local log.
+            if let Some((archive_start, _)) = archived
+                && archive_start < start
+            {
+                let hit = ctx
+                    .broker
+                    .archive_reader()
+                    .offset_for_timestamp(partition.topic_id(), partition.index(), t)
+                    .await
+                    .map_err(|e| BrokerError::Storage(format!("archive lookup failed: {e}")))?;
+                if let Some((offset, ts)) = hit
+                    && offset < start
+                {
+                    return Ok((offset, ts));
+                }
             }
-            None => Ok((-1, -1)),
-        },
+            local_for_timestamp(ctx, partition, t)
+        }
         other => Err(BrokerError::InvalidRequest(format!(
             "unsupported ListOffsets timestamp {other}"
         ))),
+    }
+}
+
+/// The first local record at or after `t`.
+fn local_for_timestamp(
+    ctx: &Ctx<'_>,
+    partition: &Partition,
+    t: i64,
+) -> Result<(i64, i64), BrokerError> {
+    match partition.batch_for_timestamp(t)? {
+        Some(batch) => {
+            let records = decode(ctx, &batch)?;
+            Ok(records
+                .iter()
+                .find(|r| r.timestamp >= t)
+                .map_or((-1, -1), |r| (r.offset, r.timestamp)))
+        }
+        None => Ok((-1, -1)),
     }
 }
 

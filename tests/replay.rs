@@ -1,0 +1,368 @@
+//! Replay of full history through the ordinary Kafka API, with real parts: records produced
+//! with librdkafka are archived into SeaweedFS (a real S3 server) and deleted from the local
+//! disk; confluent-kafka, kafka-python, kcat and the `rdkafka` crate then consume from the
+//! beginning, across the archive/hot boundary, and every record must come back identical and
+//! in order. Also: the S3 server restarted mid-replay, and timestamp lookups in the archive.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sediment_tests::archive::*;
+use sediment_tests::kafka::{consumer, create_topic};
+use sediment_tests::s3::SeaweedFs;
+use sediment_tests::{Broker, run_python, run_with_timeout, wait_for};
+use serde_json::{Value, json};
+
+const TOPIC: &str = "events";
+const PARTITIONS: i32 = 3;
+
+/// A broker archiving `TOPIC` into `s3` with small segments and `local.retention.bytes=1`, so
+/// archived segments leave the local disk.
+async fn archived_broker(s3: &SeaweedFs, prefix: &str) -> Broker {
+    s3.create_bucket(BUCKET);
+    // Garbage collection is the only code that lists the bucket: keep it out of the way so
+    // the tests can show that reads never list.
+    let options = s3_options(s3, prefix, "").env("SEDIMENT_ARCHIVE_GC_INTERVAL_MS", "3600000");
+    let broker = Broker::start_with(options);
+    let mut configs = SMALL_SEGMENTS.to_vec();
+    configs.push(("local.retention.bytes", "1"));
+    create_topic(&broker.kafka, TOPIC, PARTITIONS, &configs).await;
+    broker
+}
+
+/// Produces `count` records, waits until all are archived and every partition's local log
+/// starts past offset 0 (its oldest segments deleted), and returns them.
+async fn produce_and_archive(broker: &Broker, count: usize, t0: i64) -> Vec<Produced> {
+    let produced = produce(&broker.kafka, TOPIC, PARTITIONS, 0, count, t0).await;
+    wait_archived(broker, TOPIC);
+    wait_for(WAIT, || {
+        let v = broker.admin_json(&format!("/v1/archive?topic={TOPIC}"));
+        let parts = v["partitions"].as_array()?.clone();
+        parts
+            .iter()
+            .all(|p| p["local_start_offset"].as_i64() > Some(0))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "local segments were not deleted after archiving: {}",
+            broker.admin_json(&format!("/v1/archive?topic={TOPIC}"))
+        )
+    });
+    produced
+}
+
+fn as_json(p: &Produced) -> Value {
+    json!({
+        "partition": p.partition,
+        "offset": p.offset,
+        "timestamp": p.timestamp,
+        "key": hex(&p.key),
+        "value": hex(&p.value),
+        "headers": p.headers.iter().map(|(k, v)| json!([k, hex(v)])).collect::<Vec<_>>(),
+    })
+}
+
+/// Checks that `got` holds exactly `produced`, each partition in offset order.
+fn assert_replayed(got: &[Value], produced: &[Produced], client: &str) {
+    let mut per_partition: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+    for r in got {
+        per_partition
+            .entry(r["partition"].as_i64().unwrap())
+            .or_default()
+            .push(r);
+    }
+    let mut want: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for p in produced {
+        want.entry(i64::from(p.partition))
+            .or_default()
+            .push(as_json(p));
+    }
+    for w in want.values_mut() {
+        w.sort_by_key(|r| r["offset"].as_i64());
+    }
+    assert_eq!(
+        per_partition.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{client}: partitions"
+    );
+    for (partition, rows) in &per_partition {
+        let expected = &want[partition];
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "{client}: records of partition {partition}"
+        );
+        for (g, w) in rows.iter().zip(expected) {
+            assert_eq!(*g, w, "{client}: partition {partition}");
+        }
+    }
+}
+
+fn python_consume(client: &str, broker: &Broker, count: usize) -> Vec<Value> {
+    let out = run_python(
+        "replay_consume.py",
+        &[
+            client,
+            &broker.kafka,
+            TOPIC,
+            &count.to_string(),
+            "--group",
+            &format!("replay-{client}"),
+            "--timeout",
+            "120",
+        ],
+    )
+    .expect("replay_consume.py runs");
+    assert!(
+        out.status.success(),
+        "{client} did not replay every record: {}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.logs()
+    );
+    serde_json::from_slice(&out.stdout).expect("replay_consume.py prints JSON")
+}
+
+/// Every record through kcat's JSON envelope (`-J`): keys and values are text here.
+fn kcat_consume(broker: &Broker) -> Vec<Value> {
+    let mut cmd = Command::new("kcat");
+    cmd.args([
+        "-b",
+        &broker.kafka,
+        "-C",
+        "-t",
+        TOPIC,
+        "-o",
+        "beginning",
+        "-e",
+        "-J",
+    ]);
+    cmd.args([
+        "-X",
+        "broker.address.family=v4",
+        "-X",
+        "fetch.wait.max.ms=200",
+    ]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120)).expect("kcat runs");
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text_hex = |v: &Value| match v.as_str() {
+        Some(s) => json!(
+            s.as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        None => Value::Null,
+    };
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let m: Value = serde_json::from_str(line).unwrap();
+            let h = m["headers"].as_array().cloned().unwrap_or_default();
+            let headers: Vec<Value> = h
+                .chunks(2)
+                .map(|kv| json!([kv[0], text_hex(&kv[1])]))
+                .collect();
+            json!({
+                "partition": m["partition"],
+                "offset": m["offset"],
+                "timestamp": m["ts"],
+                "key": text_hex(&m["key"]),
+                "value": text_hex(&m["payload"]),
+                "headers": headers,
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_replay_the_whole_history_across_the_archive_and_hot_boundary() {
+    let s3 = SeaweedFs::start();
+    let broker = archived_broker(&s3, "replay/a").await;
+    let t0 = now_ms() - 3_600_000;
+    let mut produced = produce_and_archive(&broker, 3000, t0).await;
+    // A hot tail that is not archived yet.
+    produced.extend(produce(&broker.kafka, TOPIC, PARTITIONS, 3000, 3300, t0).await);
+    let lists_before = metric(
+        &broker,
+        r#"sediment_object_store_requests_total{op="list"}"#,
+    );
+
+    // librdkafka reports the whole log's start, archive included.
+    let c = consumer(&broker.kafka, &[]);
+    for p in 0..PARTITIONS {
+        let (low, high) = c
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(low, 0, "partition {p} starts at 0 (archived)");
+        assert_eq!(high, 1100, "partition {p}");
+    }
+
+    let confluent = python_consume("confluent", &broker, produced.len());
+    assert_replayed(&confluent, &produced, "confluent-kafka");
+    let reads = metric(&broker, "sediment_archive_reads_total");
+    assert!(reads > 0.0, "the archive served fetches: {reads}");
+    assert!(metric(&broker, "sediment_archive_cache_misses_total") > 0.0);
+
+    let gets = metric(&broker, r#"sediment_object_store_requests_total{op="get"}"#);
+    assert!(gets > 0.0, "the first replay read objects");
+    let kafka_python = python_consume("kafka-python", &broker, produced.len());
+    assert_replayed(&kafka_python, &produced, "kafka-python");
+    assert_eq!(
+        metric(&broker, r#"sediment_object_store_requests_total{op="get"}"#),
+        gets,
+        "the second replay was served by the caches"
+    );
+    assert!(metric(&broker, "sediment_archive_decoded_cache_hits_total") > 0.0);
+
+    let kcat = kcat_consume(&broker);
+    assert_replayed(&kcat, &produced, "kcat");
+
+    assert_eq!(
+        metric(
+            &broker,
+            r#"sediment_object_store_requests_total{op="list"}"#
+        ),
+        lists_before,
+        "the fetch path never lists the bucket"
+    );
+    assert_eq!(metric(&broker, "sediment_archive_read_errors_total"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
+    let mut s3 = SeaweedFs::start();
+    let broker = archived_broker(&s3, "replay/b").await;
+    let t0 = now_ms() - 3_600_000;
+    let produced = produce_and_archive(&broker, 3000, t0).await;
+
+    let c = consumer(&broker.kafka, &[("fetch.wait.max.ms", "200")]);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let mut stopped = false;
+    let mut restarted_at = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got.len() < produced.len() {
+        assert!(
+            Instant::now() < deadline,
+            "replayed {} of {} records; broker log:\n{}",
+            got.len(),
+            produced.len(),
+            broker.logs()
+        );
+        // A quarter in, the S3 server goes away for a while.
+        if !stopped && got.len() >= produced.len() / 4 {
+            s3.stop();
+            stopped = true;
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                if let Some(m) = c.poll(Duration::from_millis(100)) {
+                    got.push(m.expect("no consumer error while S3 is down").detach());
+                }
+            }
+            s3.restart();
+            restarted_at = Some(got.len());
+            continue;
+        }
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => got.push(m.detach()),
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    let restarted_at = restarted_at.expect("S3 was restarted during the replay");
+    assert!(
+        restarted_at < produced.len(),
+        "the outage stalled the replay ({restarted_at} of {} records before S3 came back)",
+        produced.len()
+    );
+    assert!(
+        metric(&broker, "sediment_archive_read_errors_total") > 0.0,
+        "archive reads failed while S3 was down"
+    );
+    let rows: Vec<Value> = got
+        .iter()
+        .map(|m| {
+            use rdkafka::message::Headers;
+            let headers: Vec<Value> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| json!([h.key, hex(&h.value.map(<[u8]>::to_vec))]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "timestamp": m.timestamp().to_millis(),
+                "key": hex(&m.key().map(<[u8]>::to_vec)),
+                "value": hex(&m.payload().map(<[u8]>::to_vec)),
+                "headers": headers,
+            })
+        })
+        .collect();
+    assert_replayed(&rows, &produced, "rdkafka");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timestamps_inside_the_archive_find_the_right_record() {
+    let s3 = SeaweedFs::start();
+    let broker = archived_broker(&s3, "replay/c").await;
+    let t0 = now_ms() - 3_600_000;
+    let produced = produce_and_archive(&broker, 3000, t0).await;
+    let local_start: BTreeMap<i64, i64> = broker.admin_json(&format!("/v1/archive?topic={TOPIC}"))
+        ["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["local_start_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Record i has timestamp t0 + 10 i; ask for a time between two records, early enough to
+    // be archived only: the answer is the next record.
+    let target = produced
+        .iter()
+        .find(|p| p.partition == 1 && p.offset > 20 && p.offset < local_start[&1])
+        .unwrap();
+    let c = consumer(&broker.kafka, &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 1, Offset::Offset(target.timestamp - 5))
+        .unwrap();
+    let found = c.offsets_for_times(tpl, Duration::from_secs(10)).unwrap();
+    let found = found.find_partition(TOPIC, 1).unwrap().offset();
+    assert_eq!(
+        found,
+        Offset::Offset(target.offset),
+        "archived record by time"
+    );
+
+    // Consuming from there starts at that record.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 1, found).unwrap();
+    c.assign(&tpl).unwrap();
+    let first = wait_for(Duration::from_secs(60), || {
+        c.poll(Duration::from_millis(200))
+    })
+    .expect("a record")
+    .unwrap();
+    assert_eq!(first.offset(), target.offset);
+    assert_eq!(first.timestamp().to_millis(), Some(target.timestamp));
+}
