@@ -366,3 +366,151 @@ async fn timestamps_inside_the_archive_find_the_right_record() {
     assert_eq!(first.offset(), target.offset);
     assert_eq!(first.timestamp().to_millis(), Some(target.timestamp));
 }
+
+fn cli_json(broker: &Broker, args: &[&str]) -> Value {
+    let out = broker.cli(args);
+    assert!(
+        out.status.success(),
+        "sediment {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_reset_to_a_datetime_in_the_archive_resumes_at_the_right_record() {
+    let s3 = SeaweedFs::start();
+    let broker = archived_broker(&s3, "replay/d").await;
+    let t0 = now_ms() - 3_600_000;
+    let produced = produce_and_archive(&broker, 3000, t0).await;
+    let local_start = |partition: i64| -> i64 {
+        broker.admin_json(&format!("/v1/archive?topic={TOPIC}&partition={partition}"))["partitions"]
+            [0]["local_start_offset"]
+            .as_i64()
+            .unwrap()
+    };
+    let target = produced
+        .iter()
+        .find(|p| p.partition == 2 && p.offset > 30 && p.offset < local_start(2))
+        .unwrap();
+    // A time between two records, in Kafka's zone-less form (UTC): the next record is the one.
+    let at = utc_text(target.timestamp - 5);
+    let group = "rebuild-store";
+    let topic_arg = format!("{TOPIC}:2");
+
+    // A dry run plans without committing.
+    let plan = cli_json(
+        &broker,
+        &[
+            "groups",
+            "reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            &topic_arg,
+            "--to-datetime",
+            &at,
+            "--json",
+        ],
+    );
+    assert_eq!(plan["applied"], false);
+    assert_eq!(plan["partitions"][0]["offset"], target.offset, "{plan}");
+    assert_eq!(plan["partitions"][0]["previous"], Value::Null);
+    let committed = |c: &rdkafka::consumer::BaseConsumer| -> Offset {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(TOPIC, 2);
+        c.committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap()
+            .find_partition(TOPIC, 2)
+            .unwrap()
+            .offset()
+    };
+    let probe = consumer(&broker.kafka, &[("group.id", group)]);
+    assert_eq!(
+        committed(&probe),
+        Offset::Invalid,
+        "nothing committed by a dry run"
+    );
+
+    let plan = cli_json(
+        &broker,
+        &[
+            "groups",
+            "reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            &topic_arg,
+            "--to-datetime",
+            &at,
+            "--execute",
+            "--json",
+        ],
+    );
+    assert_eq!(plan["applied"], true);
+    assert_eq!(committed(&probe), Offset::Offset(target.offset));
+
+    // A member of the group resumes at that record, read from the archive.
+    let member = consumer(
+        &broker.kafka,
+        &[("group.id", group), ("auto.offset.reset", "latest")],
+    );
+    member.subscribe(&[TOPIC]).unwrap();
+    let first = wait_for(Duration::from_secs(60), || {
+        match member.poll(Duration::from_millis(200))? {
+            Ok(m) if m.partition() == 2 => Some(m.detach()),
+            Ok(_) => None,
+            Err(e) => panic!("consumer error: {e}"),
+        }
+    })
+    .expect("a record of partition 2");
+    assert_eq!(first.offset(), target.offset);
+    assert_eq!(first.timestamp().to_millis(), Some(target.timestamp));
+
+    // While the member is active, a reset is refused.
+    let out = broker.cli(&[
+        "groups",
+        "reset-offsets",
+        "--group",
+        group,
+        "--topic",
+        TOPIC,
+        "--to-earliest",
+        "--execute",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("active members"), "{err}");
+    drop(member);
+
+    // Earliest is the archive's start, below every partition's local start.
+    let plan = wait_for(Duration::from_secs(60), || {
+        let out = broker.cli(&[
+            "groups",
+            "reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            TOPIC,
+            "--to-earliest",
+            "--execute",
+            "--json",
+        ]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    })
+    .expect("the reset is accepted once the member has left");
+    for p in plan["partitions"].as_array().unwrap() {
+        assert_eq!(p["offset"], 0, "{plan}");
+        assert!(local_start(p["partition"].as_i64().unwrap()) > 0);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.sss` in UTC, the zone-less form `kafka-consumer-groups` users type.
+fn utc_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("a valid time")
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string()
+}

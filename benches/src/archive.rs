@@ -36,7 +36,10 @@ use kafka_protocol::records::{
 };
 use sediment_archive::{Archive, ArchiveSettings, SegmentSource, open_store};
 use sediment_benches::events;
-use sediment_benches::procs::{self, ChildGuard, free_port, log_tail};
+use sediment_benches::procs::{self, ChildGuard, log_tail};
+use sediment_benches::s3::{
+    ACCESS_KEY, BUCKET, SECRET_KEY, Seaweed, admin_get, metric_sum, start_seaweed, weed_bin,
+};
 use sediment_benches::targets::{self, wait_for_listeners_file};
 use sediment_benches::workload::{self, Payloads, Workload, mb_per_s};
 use sediment_log::{LogConfig, PartitionLog, SystemClock};
@@ -48,9 +51,6 @@ use uuid::Uuid;
 const S3_STORAGE_USD_PER_GB_MONTH: f64 = 0.023;
 const S3_PUT_USD_PER_1000: f64 = 0.005;
 const GIB: f64 = (1u64 << 30) as f64;
-const ACCESS_KEY: &str = "bench";
-const SECRET_KEY: &str = "bench-secret";
-const BUCKET: &str = "sediment-bench";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,97 +117,6 @@ mod cpu_time {
             .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
             .map_or(0.0, |ns| ns / 1e9)
     }
-}
-
-/// A running SeaweedFS (S3 on a free port), killed on drop.
-struct Seaweed {
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-    endpoint: String,
-}
-
-fn weed_bin(arg: Option<&Path>) -> PathBuf {
-    if let Some(p) = arg {
-        return p.to_path_buf();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/weed");
-    if venv.is_file() {
-        return venv;
-    }
-    PathBuf::from("weed")
-}
-
-fn start_seaweed(bin: &Path, tmp: &Path) -> Result<Seaweed> {
-    let dir = tempfile::Builder::new()
-        .prefix("seaweed-bench-")
-        .tempdir_in(tmp)?;
-    std::fs::create_dir_all(dir.path().join("data"))?;
-    let identities = json!({"identities": [{"name": "bench", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]});
-    std::fs::write(dir.path().join("identities.json"), identities.to_string())?;
-    let ports: Vec<u16> = (0..10).map(|_| free_port()).collect::<Result<_>>()?;
-    let names = [
-        "master.port",
-        "master.port.grpc",
-        "volume.port",
-        "volume.port.grpc",
-        "filer.port",
-        "filer.port.grpc",
-        "s3.port",
-        "s3.port.grpc",
-        "s3.port.iceberg",
-        "s3.port.lance",
-    ];
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(dir.path())
-        .arg("server")
-        .arg(format!("-dir={}", dir.path().join("data").display()))
-        .args([
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-filer",
-            "-s3",
-            "-master.telemetry=false",
-        ])
-        .arg(format!(
-            "-s3.config={}",
-            dir.path().join("identities.json").display()
-        ));
-    for (name, port) in names.iter().zip(&ports) {
-        cmd.arg(format!("-{name}={port}"));
-    }
-    let log = dir.path().join("weed.log");
-    let mut child = ChildGuard::spawn("weed", &mut cmd, Some(&log))?;
-    let endpoint = format!("http://127.0.0.1:{}", ports[6]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        child.ensure_running()?;
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-            .args([
-                "--aws-sigv4",
-                "aws:amz:us-east-1:s3",
-                "--user",
-                &format!("{ACCESS_KEY}:{SECRET_KEY}"),
-            ])
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-            .arg(format!("{endpoint}/{BUCKET}"))
-            .output()
-            .context("curl (needed to create the bucket)")?;
-        if String::from_utf8_lossy(&out.stdout) == "200" {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "SeaweedFS did not come up:\n{}",
-            log_tail(&log, 20)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(Seaweed {
-        _child: child,
-        _dir: dir,
-        endpoint,
-    })
 }
 
 fn settings(args: &Args, url: &str, endpoint: &str) -> ArchiveSettings {
@@ -417,21 +326,6 @@ struct Live {
     segments_archived: u64,
 }
 
-fn admin_get(admin: &str, path: &str) -> Result<String> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10"])
-        .arg(format!("http://{admin}{path}"))
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// One broker run: produce `--live-records` flat out into a fresh broker whose topic archives
 /// (`archiving`) or not, sampling the archive lag until it has caught up.
 fn run_live(
@@ -499,8 +393,9 @@ fn run_live(
         compression: args.compression.clone(),
     };
     workload::create_topic(&bootstrap, &w)?;
-    set_topic_configs(
+    workload::set_topic_configs(
         &bootstrap,
+        "events",
         &[
             ("segment.bytes", &(args.segment_mib << 20).to_string()),
             ("segment.ms", "5000"),
@@ -576,26 +471,6 @@ fn run_live(
         log_tail(&log, 20)
     );
     Ok(live)
-}
-
-fn set_topic_configs(bootstrap: &str, configs: &[(&str, &str)]) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let mut alter = AlterConfig::new(ResourceSpecifier::Topic("events"));
-    for (k, v) in configs {
-        alter = alter.set(k, v);
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let results = runtime.block_on(admin.alter_configs([&alter], &AdminOptions::new()))?;
-    for r in results {
-        r.map_err(|(_, e)| anyhow::anyhow!("AlterConfigs: {e}"))?;
-    }
-    Ok(())
 }
 
 fn run() -> Result<()> {

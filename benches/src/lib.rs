@@ -3,5 +3,6 @@
 
 pub mod events;
 pub mod procs;
+pub mod s3;
 pub mod targets;
 pub mod workload;

@@ -461,3 +461,24 @@ pub fn consume(bootstrap: &str, w: &Workload, profile: ConsumerProfile) -> Resul
         first_message_secs: first.duration_since(assigned_at).as_secs_f64(),
     })
 }
+
+/// Sets configs of `topic` with the AdminClient (AlterConfigs).
+pub fn set_topic_configs(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(admin.alter_configs([&alter], &AdminOptions::new()))?;
+    for r in results {
+        r.map_err(|(_, e)| anyhow::anyhow!("AlterConfigs: {e}"))?;
+    }
+    Ok(())
+}

@@ -117,6 +117,9 @@ pub struct ArchiveReader {
     /// Row groups being prefetched, so a reader polling faster than a fetch completes does
     /// not start the same prefetch again.
     prefetching: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Row groups decoded at once: a decode holds the Parquet pages, the Arrow arrays and the
+    /// rebuilt batches, so this bounds the read path's memory beyond its caches.
+    decoding: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for ArchiveReader {
@@ -232,6 +235,9 @@ impl ArchiveReader {
             options,
             counters: ReadCounters::default(),
             prefetching: parking_lot::Mutex::default(),
+            decoding: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -462,6 +468,11 @@ impl ArchiveReader {
                     object_len: seg.object_bytes,
                 };
                 let key = seg.key.clone();
+                let _permit = me
+                    .decoding
+                    .acquire()
+                    .await
+                    .map_err(|_| ArchiveError::Cache("decoder closed".into()))?;
                 let decoded = tokio::task::spawn_blocking(move || {
                     decode_row_group(&key, reader, metadata, rg_index)
                 })
@@ -638,12 +649,16 @@ fn decode_row_group(
     metadata: ArrowReaderMetadata,
     rg_index: usize,
 ) -> Result<Decoded> {
-    let rows = metadata.metadata().row_group(rg_index).num_rows().max(1) as usize;
+    let rg = metadata.metadata().row_group(rg_index);
+    let rows = rg.num_rows().max(1) as usize;
+    // The batches take about the row group's uncompressed size; sizing the buffer once avoids
+    // doubling it while it grows.
+    let estimate = usize::try_from(rg.total_byte_size()).unwrap_or(0);
     let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata)
         .with_row_groups(vec![rg_index])
         .with_batch_size(rows.min(64 * 1024))
         .build()?;
-    let mut out: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(estimate);
     let mut spans = Vec::new();
     let mut times = Vec::with_capacity(rows);
     let mut open: Option<Open> = None;
@@ -749,6 +764,10 @@ fn decode_row_group(
             start: b.start,
             end: out.len(),
         });
+    }
+    // The decoded cache weighs the length: give back what the estimate over-reserved.
+    if out.capacity() > out.len() + out.len() / 8 {
+        out.shrink_to_fit();
     }
     Ok(Decoded {
         data: Bytes::from(out),

@@ -1,6 +1,6 @@
-//! The admin HTTP server (axum): Prometheus metrics, health probes, and a small read-only JSON
-//! view of topics and consumer groups (members, assignments, committed offsets and lag) for
-//! operators.
+//! The admin HTTP server (axum): Prometheus metrics, health probes, a JSON view of topics,
+//! consumer groups (members, assignments, committed offsets and lag) and the archive for
+//! operators, and consumer-group offset resets.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Topic};
+use crate::errors::BrokerError;
 use crate::metrics::Metrics;
+use crate::offset_reset::ResetRequest;
 use crate::tiering::{PartitionArchiveStats, TieringStatus};
 
 /// Readiness as the probes see it.
@@ -57,6 +59,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/topics", get(topics))
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{group}", get(group))
+        .route(
+            "/v1/groups/{group}/offsets/reset",
+            axum::routing::post(reset_offsets),
+        )
         .route("/v1/archive", get(archive))
         .route("/v1/archive/topics/{topic}", get(archive_topic))
         .route(
@@ -398,6 +404,26 @@ async fn archive_topic(
         partitions,
     })
     .into_response()
+}
+
+async fn reset_offsets(
+    State(state): State<AdminState>,
+    Path(group): Path<String>,
+    Json(req): Json<ResetRequest>,
+) -> Response {
+    let Some(broker) = state.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    match broker.reset_group_offsets(&group, &req).await {
+        Ok(plan) => Json(plan).into_response(),
+        Err(e @ BrokerError::UnknownTopicOrPartition(_)) => {
+            json_error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e @ (BrokerError::InvalidRequest(_) | BrokerError::InvalidGroupId(_))) => {
+            json_error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn archive_verify(

@@ -3,25 +3,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
-use serde_json::Value;
+use anyhow::{Context, Result};
+use clap::Subcommand;
 
-/// Where the broker's admin API is, and how to print.
-#[derive(Debug, Args)]
-pub(crate) struct Common {
-    /// The broker's admin HTTP address.
-    #[arg(
-        long,
-        env = "SEDIMENT_ADMIN_URL",
-        default_value = "http://localhost:9644",
-        value_name = "URL"
-    )]
-    admin: String,
-    /// Print the admin API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-}
+use crate::admin_client::{Common, get};
+use serde_json::Value;
 
 /// `sediment archive …`
 #[derive(Debug, Subcommand)]
@@ -53,29 +39,6 @@ pub(crate) enum ArchiveCommand {
         #[command(flatten)]
         common: Common,
     },
-}
-
-async fn get(admin: &str, path: &str, query: &[(&str, String)], post: bool) -> Result<Value> {
-    let url = format!("{}{path}", admin.trim_end_matches('/'));
-    let client = reqwest::Client::new();
-    let request = if post {
-        client.post(&url)
-    } else {
-        client.get(&url)
-    };
-    let response = request.query(query).send().await.with_context(|| {
-        format!("cannot reach the admin API at {url} (is the broker running? see --admin)")
-    })?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("unreadable answer from {url}"))?;
-    if !status.is_success() {
-        let message = body["error"].as_str().unwrap_or("request failed");
-        bail!("{message} ({status})");
-    }
-    Ok(body)
 }
 
 fn i(v: &Value) -> i64 {

@@ -1,6 +1,8 @@
 //! The `sediment` binary.
 
+mod admin_client;
 mod archive_cmd;
+mod groups_cmd;
 mod serve;
 mod settings;
 
@@ -32,6 +34,9 @@ enum Command {
     /// Inspect and check the archive (through a running broker's admin API).
     #[command(subcommand)]
     Archive(archive_cmd::ArchiveCommand),
+    /// Manage consumer groups (through a running broker's admin API).
+    #[command(subcommand)]
+    Groups(groups_cmd::GroupsCommand),
 }
 
 /// Flags of `sediment serve`. Each overrides the config file and the environment.
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Archive(cmd) => archive_cmd::run(cmd),
+        Command::Groups(cmd) => groups_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -7,17 +7,16 @@
 //! row-group statistics from the manifest, then the row group's records), then the local log
 //! through its time index, decoding the batch with `kafka-protocol` to find the exact record.
 
-use bytes::Bytes;
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse,
     list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
 };
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::records::Record;
 
 use super::Ctx;
 use crate::broker::Partition;
 use crate::errors::BrokerError;
-use crate::validate::decompress_for_decoder;
+use crate::lookup;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -89,12 +88,12 @@ async fn lookup(
     let archived = tiering.archive_range(partition.topic_id(), partition.index());
     match timestamp {
         LATEST => Ok((end, -1)),
-        EARLIEST => Ok((archived.map_or(start, |(a, _)| a.min(start)), -1)),
+        EARLIEST => Ok((lookup::log_start_offset(ctx.broker, partition)?, -1)),
         EARLIEST_LOCAL => Ok((start, -1)),
         LATEST_TIERED if ctx.version >= 9 => Ok((archived.map_or(-1, |(_, e)| e - 1), -1)),
         MAX_TIMESTAMP if ctx.version >= 7 => match partition.batch_with_max_timestamp()? {
             Some(batch) => {
-                let records = decode(ctx, &batch)?;
+                let records = lookup::decode_stored(ctx.broker, &batch)?;
                 // The first record holding the batch's largest timestamp.
                 let best = records.iter().fold(None::<&Record>, |best, r| match best {
                     Some(b) if b.timestamp >= r.timestamp => Some(b),
@@ -104,65 +103,9 @@ async fn lookup(
             }
             None => Ok((-1, -1)),
         },
-        t if t >= 0 => {
-            // The archive holds the older records: look there first, for what precedes the
-            // local log.
-            if let Some((archive_start, _)) = archived
-                && archive_start < start
-            {
-                let hit = ctx
-                    .broker
-                    .archive_reader()
-                    .offset_for_timestamp(partition.topic_id(), partition.index(), t)
-                    .await
-                    .map_err(|e| BrokerError::Storage(format!("archive lookup failed: {e}")))?;
-                if let Some((offset, ts)) = hit
-                    && offset < start
-                {
-                    return Ok((offset, ts));
-                }
-            }
-            local_for_timestamp(ctx, partition, t)
-        }
+        t if t >= 0 => lookup::offset_for_timestamp(ctx.broker, partition, t).await,
         other => Err(BrokerError::InvalidRequest(format!(
             "unsupported ListOffsets timestamp {other}"
         ))),
     }
-}
-
-/// The first local record at or after `t`.
-fn local_for_timestamp(
-    ctx: &Ctx<'_>,
-    partition: &Partition,
-    t: i64,
-) -> Result<(i64, i64), BrokerError> {
-    match partition.batch_for_timestamp(t)? {
-        Some(batch) => {
-            let records = decode(ctx, &batch)?;
-            Ok(records
-                .iter()
-                .find(|r| r.timestamp >= t)
-                .map_or((-1, -1), |r| (r.offset, r.timestamp)))
-        }
-        None => Ok((-1, -1)),
-    }
-}
-
-/// Decodes a stored batch; under LogAppendTime every record carries the batch's max timestamp.
-fn decode(ctx: &Ctx<'_>, batch: &Bytes) -> Result<Vec<Record>, BrokerError> {
-    let cap = ctx.broker.config().max_decompressed_batch_bytes;
-    let mut buf = batch.clone();
-    let set = RecordBatchDecoder::decode_with_custom_compression(
-        &mut buf,
-        Some(|data: &mut Bytes, codec| decompress_for_decoder(data, codec, cap)),
-    )
-    .map_err(|e| BrokerError::Storage(format!("stored batch does not decode: {e:#}")))?;
-    let header = sediment_log::BatchHeader::parse(batch)?;
-    let mut records = set.records;
-    if header.timestamp_type() == sediment_log::TimestampType::LogAppendTime {
-        for r in &mut records {
-            r.timestamp = header.max_timestamp();
-        }
-    }
-    Ok(records)
 }
