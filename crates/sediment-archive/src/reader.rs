@@ -656,7 +656,7 @@ fn decode_row_group(
     let estimate = usize::try_from(rg.total_byte_size()).unwrap_or(0);
     let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata)
         .with_row_groups(vec![rg_index])
-        .with_batch_size(rows.min(64 * 1024))
+        .with_batch_size(rows.min(8 * 1024))
         .build()?;
     let mut out: Vec<u8> = Vec::with_capacity(estimate);
     let mut spans = Vec::new();
