@@ -608,7 +608,7 @@ struct Open {
     count: i32,
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -616,11 +616,11 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         None => put_varint(out, -1),
         Some(b) => {

@@ -447,25 +447,7 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
-    }
-    fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
-        match b {
-            None => put_varint(out, -1),
-            Some(b) => {
-                put_varint(out, b.len() as i64);
-                out.extend_from_slice(b);
-            }
-        }
-    }
+    use crate::reader::{put_bytes, put_varint};
 
     /// A record for the test encoder.
     #[derive(Debug, Clone, PartialEq)]

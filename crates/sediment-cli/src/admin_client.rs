@@ -33,33 +33,21 @@ pub(crate) async fn get(
     } else {
         client.get(&url)
     };
-    let response = request.query(query).send().await.with_context(|| {
-        format!("cannot reach the admin API at {url} (is the broker running? see --admin)")
-    })?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("unreadable answer from {url}"))?;
-    if !status.is_success() {
-        let message = body["error"].as_str().unwrap_or("request failed");
-        bail!("{message} ({status})");
-    }
-    Ok(body)
+    send(request.query(query), &url).await
 }
 
-/// POSTs `body` as JSON to `path` and returns the JSON answer; a non-2xx answer is an error
-/// carrying the API's message.
+/// POSTs `body` as JSON to `path` and returns the JSON answer.
 pub(crate) async fn post_json(admin: &str, path: &str, body: &Value) -> Result<Value> {
     let url = format!("{}{path}", admin.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| {
-            format!("cannot reach the admin API at {url} (is the broker running? see --admin)")
-        })?;
+    send(reqwest::Client::new().post(&url).json(body), &url).await
+}
+
+/// Sends a request and reads its JSON answer; a non-2xx answer is an error carrying the API's
+/// message.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
+    let response = request.send().await.with_context(|| {
+        format!("cannot reach the admin API at {url} (is the broker running? see --admin)")
+    })?;
     let status = response.status();
     let answer: Value = response
         .json()
