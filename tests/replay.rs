@@ -9,11 +9,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sediment_tests::archive::*;
-use sediment_tests::kafka::{consumer, create_topic};
+use sediment_tests::kafka::{consume, consumer, create_topic};
 use sediment_tests::s3::SeaweedFs;
-use sediment_tests::{Broker, run_python, run_with_timeout, wait_for};
+use sediment_tests::{Broker, run_python, run_with_timeout, sediment_bin, wait_for};
 use serde_json::{Value, json};
 
 const TOPIC: &str = "events";
@@ -293,29 +294,29 @@ async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
         metric(&broker, "sediment_archive_read_errors_total") > 0.0,
         "archive reads failed while S3 was down"
     );
-    let rows: Vec<Value> = got
-        .iter()
-        .map(|m| {
-            use rdkafka::message::Headers;
-            let headers: Vec<Value> = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| json!([h.key, hex(&h.value.map(<[u8]>::to_vec))]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            json!({
-                "partition": m.partition(),
-                "offset": m.offset(),
-                "timestamp": m.timestamp().to_millis(),
-                "key": hex(&m.key().map(<[u8]>::to_vec)),
-                "value": hex(&m.payload().map(<[u8]>::to_vec)),
-                "headers": headers,
-            })
-        })
-        .collect();
+    let rows: Vec<Value> = got.iter().map(message_json).collect();
     assert_replayed(&rows, &produced, "rdkafka");
+}
+
+/// A consumed message in the form `as_json` gives a produced record.
+fn message_json(m: &OwnedMessage) -> Value {
+    use rdkafka::message::Headers;
+    let headers: Vec<Value> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| json!([h.key, hex(&h.value.map(<[u8]>::to_vec))]))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "timestamp": m.timestamp().to_millis(),
+        "key": hex(&m.key().map(<[u8]>::to_vec)),
+        "value": hex(&m.payload().map(<[u8]>::to_vec)),
+        "headers": headers,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,4 +514,211 @@ fn utc_text(ms: i64) -> String {
         .expect("a valid time")
         .format("%Y-%m-%dT%H:%M:%S%.3f")
         .to_string()
+}
+
+/// `sediment replay` reading `prefix` of `s3`'s bucket (no broker on the source side), with
+/// its output captured.
+fn replay_command(s3: &SeaweedFs, prefix: &str, args: &[String]) -> Command {
+    let mut cmd = Command::new(sediment_bin());
+    cmd.args(["replay", "--topic", TOPIC, "--archive-url"])
+        .arg(format!("s3://{BUCKET}/{prefix}"))
+        .args(args)
+        .env_remove("SEDIMENT_CONFIG")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in s3.aws_env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// The flags of a job into `topic` of `target`, with its checkpoint file, then `extra`.
+fn job_args(target: &Broker, topic: &str, checkpoint: &str, extra: &[&str]) -> Vec<String> {
+    let base = [
+        "--target",
+        &target.kafka,
+        "--target-topic",
+        topic,
+        "--checkpoint",
+        checkpoint,
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+fn run_replay(s3: &SeaweedFs, prefix: &str, args: &[String]) -> Value {
+    let out = run_with_timeout(
+        &mut replay_command(s3, prefix, args),
+        Duration::from_secs(180),
+    )
+    .expect("sediment replay runs");
+    assert!(
+        out.status.success(),
+        "sediment replay {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--json output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Every record of `topic` in `target`, partition by partition, as JSON.
+fn read_all(target: &Broker, topic: &str, counts: &BTreeMap<i32, usize>) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for (&p, &n) in counts {
+        let got = consume(&target.kafka, topic, p, 0, n, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{topic}-{p}: {e}"));
+        rows.extend(got.iter().map(message_json));
+        // Nothing past what was expected: no duplicates.
+        let c = consumer(&target.kafka, &[]);
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            (low, high),
+            (0, n as i64),
+            "{topic}-{p} holds exactly {n} records"
+        );
+    }
+    rows
+}
+
+fn checkpoint_delivered(path: &std::path::Path) -> Option<u64> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(
+        v["progress"]
+            .as_object()?
+            .values()
+            .map(|p| p["delivered"].as_u64().unwrap_or(0))
+            .sum(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_job_reproduces_the_topic_in_another_broker_and_resumes_after_a_kill() {
+    let s3 = SeaweedFs::start();
+    let prefix = "replay/e";
+    let mut source = archived_broker(&s3, prefix).await;
+    let t0 = now_ms() - 3_600_000;
+    let produced = produce_and_archive(&source, 3000, t0).await;
+    // The job reads the bucket alone: the source broker is gone.
+    source.terminate();
+    let target = Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let checkpoint = work.path().join("job.json");
+    let cp = checkpoint.to_str().unwrap();
+
+    // A dry run says what would be replayed, without touching the target.
+    let plan = run_replay(
+        &s3,
+        prefix,
+        &job_args(&target, "copy", cp, &["--dry-run", "--json"]),
+    );
+    assert_eq!(plan["records"], 3000, "{plan}");
+    assert_eq!(plan["resuming"], false);
+    for p in plan["partitions"].as_array().unwrap() {
+        assert_eq!(
+            (p["start_offset"].as_i64(), p["end_offset"].as_i64()),
+            (Some(0), Some(1000)),
+            "{plan}"
+        );
+    }
+    assert!(!checkpoint.exists(), "a dry run writes no checkpoint");
+
+    // Slowed down to ~150 KB/s so it can be killed half-way.
+    let mut job = replay_command(
+        &s3,
+        prefix,
+        &job_args(&target, "copy", cp, &["--rate-limit", "150KB", "--json"]),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("replay starts");
+    let at_kill = wait_for(Duration::from_secs(120), || {
+        checkpoint_delivered(&checkpoint).filter(|&n| n >= 600)
+    });
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let at_kill = at_kill.expect("the job checkpointed progress");
+    assert!(
+        at_kill < 3000,
+        "the job was killed half-way ({at_kill} delivered)"
+    );
+
+    // The rerun resumes: every record once, nothing twice.
+    let done = run_replay(&s3, prefix, &job_args(&target, "copy", cp, &["--json"]));
+    eprintln!("killed at {at_kill} delivered (checkpoint); the rerun: {done}");
+    assert_eq!(done["resumed"], true, "{done}");
+    assert_eq!(done["complete"], true, "{done}");
+    assert_eq!(done["error"], Value::Null, "{done}");
+    let skipped = done["skipped_already_delivered"].as_u64().unwrap();
+    assert!(skipped >= at_kill, "{done}");
+    assert_eq!(done["records"].as_u64().unwrap() + skipped, 3000, "{done}");
+    assert_eq!(
+        done["archive_list_requests"], 1,
+        "one LIST to find the objects: {done}"
+    );
+
+    let counts: BTreeMap<i32, usize> = (0..PARTITIONS).map(|p| (p, 1000)).collect();
+    let copy = read_all(&target, "copy", &counts);
+    // A new topic: the copy has the very same offsets as well.
+    assert_replayed(&copy, &produced, "replay job");
+
+    // Once complete, the same command does nothing.
+    let out = run_with_timeout(
+        &mut replay_command(&s3, prefix, &job_args(&target, "copy", cp, &[])),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already complete"));
+    read_all(&target, "copy", &counts);
+
+    // Another job cannot take over that checkpoint by mistake.
+    let out = run_with_timeout(
+        &mut replay_command(&s3, prefix, &job_args(&target, "other", cp, &[])),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another job"));
+
+    // A time window of one partition: [from, to) as ListOffsets finds them, keys, headers and
+    // timestamps kept, offsets renumbered from 0 in a new topic.
+    let first = &produced
+        .iter()
+        .filter(|p| p.partition == 1)
+        .nth(100)
+        .unwrap();
+    let stop = &produced
+        .iter()
+        .filter(|p| p.partition == 1)
+        .nth(350)
+        .unwrap();
+    let from = utc_text(first.timestamp - 5);
+    let to = utc_text(stop.timestamp);
+    let window_cp = work.path().join("window.json");
+    let done = run_replay(
+        &s3,
+        prefix,
+        &job_args(
+            &target,
+            "window",
+            window_cp.to_str().unwrap(),
+            &["--partitions", "1", "--from", &from, "--to", &to, "--json"],
+        ),
+    );
+    assert_eq!(done["records"], 250, "{done}");
+    let mut want: Vec<Value> = produced
+        .iter()
+        .filter(|p| p.partition == 1 && p.offset >= first.offset && p.offset < stop.offset)
+        .map(as_json)
+        .collect();
+    for (i, w) in want.iter_mut().enumerate() {
+        w["offset"] = json!(i);
+    }
+    let got = read_all(&target, "window", &BTreeMap::from([(1, 250)]));
+    assert_eq!(got, want);
 }

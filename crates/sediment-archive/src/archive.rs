@@ -363,15 +363,7 @@ impl Archive {
 
     /// Reads the manifest entry of the object at `key` from its footer.
     pub async fn read_entry(&self, key: &Path, size: u64, now_ms: i64) -> Result<ArchivedSegment> {
-        let fetch = ObjectFetch {
-            store: Arc::clone(&self.store.store),
-            key: key.clone(),
-        };
-        let metadata = ParquetMetaDataReader::new()
-            .with_prefetch_hint(Some(FOOTER_PREFETCH))
-            .load_and_finish(fetch, size)
-            .await?;
-        entry_from_footer(key.as_ref(), size, &metadata, now_ms)
+        read_entry(&self.store, key, size, now_ms).await
     }
 
     /// Deletes objects; ones already gone count as deleted. Returns how many were deleted.
@@ -565,6 +557,25 @@ impl Archive {
 /// Bytes read from the end of an object to get its footer in one GET (the footer of a
 /// segment's file is a few KiB; a larger one costs a second GET).
 const FOOTER_PREFETCH: usize = 64 << 10;
+
+/// Reads the manifest entry of the object at `key` (of `size` bytes) from its footer: one
+/// ranged GET of the object's tail, two when the footer is larger.
+pub async fn read_entry(
+    store: &ArchiveStore,
+    key: &Path,
+    size: u64,
+    now_ms: i64,
+) -> Result<ArchivedSegment> {
+    let fetch = ObjectFetch {
+        store: Arc::clone(&store.store),
+        key: key.clone(),
+    };
+    let metadata = ParquetMetaDataReader::new()
+        .with_prefetch_hint(Some(FOOTER_PREFETCH))
+        .load_and_finish(fetch, size)
+        .await?;
+    entry_from_footer(key.as_ref(), size, &metadata, now_ms)
+}
 
 /// Ranged GETs of one object, for Parquet's metadata reader.
 struct ObjectFetch {

@@ -123,6 +123,11 @@ impl RequestCounters {
         self.bytes_put.load(Ordering::Relaxed)
     }
 
+    /// Requests of every kind so far.
+    pub fn total_requests(&self) -> u64 {
+        Op::ALL.iter().map(|o| self.requests(*o)).sum()
+    }
+
     /// PUT-class requests (what S3 bills at the higher rate).
     pub fn put_class_requests(&self) -> u64 {
         Op::ALL

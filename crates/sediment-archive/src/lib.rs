@@ -18,6 +18,7 @@ mod cache;
 mod catalog;
 mod error;
 mod instrumented;
+mod listing;
 mod manifest;
 mod paths;
 mod reader;
@@ -29,12 +30,13 @@ mod writer;
 
 pub use archive::{
     Archive, ClusterMarker, LivePartition, Orphan, RateLimiter, Staged, UploadOutcome,
-    VerifyProblem, VerifyReport, is_collectable, staging_dir,
+    VerifyProblem, VerifyReport, is_collectable, read_entry, staging_dir,
 };
 pub use cache::{CacheCounters, CacheOutcome, CacheSizes, ChunkCache, FoyerCache, Loader, NoCache};
 pub use catalog::{Catalog, CatalogState, CommitOutcome, MemoryCatalog};
 pub use error::{ArchiveError, Result};
 pub use instrumented::{InstrumentedStore, Op, RequestCounters};
+pub use listing::{TopicListing, list_topic};
 pub use manifest::{ArchivedSegment, RowGroupEntry, entry_from_footer};
 pub use paths::{CLUSTER_MARKER, Layout, SegmentKey};
 pub use reader::{ArchiveRead, ArchiveReader, ReadCounters, ReaderOptions};

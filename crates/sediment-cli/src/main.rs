@@ -3,6 +3,7 @@
 mod admin_client;
 mod archive_cmd;
 mod groups_cmd;
+mod replay_cmd;
 mod serve;
 mod settings;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Manage consumer groups (through a running broker's admin API).
     #[command(subcommand)]
     Groups(groups_cmd::GroupsCommand),
+    /// Replay a topic's archived history from object storage into any Kafka-compatible
+    /// cluster (no broker needed on the source side); resumable, exactly once per record.
+    Replay(Box<replay_cmd::ReplayArgs>),
 }
 
 /// Flags of `sediment serve`. Each overrides the config file and the environment.
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Archive(cmd) => archive_cmd::run(cmd),
         Command::Groups(cmd) => groups_cmd::run(cmd),
+        Command::Replay(args) => replay_cmd::run(*args),
     };
     match result {
         Ok(code) => code,
