@@ -5,6 +5,8 @@
 //! in order. Also: the S3 server restarted mid-replay, and timestamp lookups in the archive.
 
 use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -721,4 +723,142 @@ async fn a_replay_job_reproduces_the_topic_in_another_broker_and_resumes_after_a
     }
     let got = read_all(&target, "window", &BTreeMap::from([(1, 250)]));
     assert_eq!(got, want);
+}
+
+/// Sizes of the whole v2 batches in `records` (fails on a cut batch).
+fn batch_sizes(records: &[u8]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        assert!(rest.len() >= 12, "a cut batch header");
+        let len = i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize + 12;
+        assert!(len <= rest.len(), "a cut batch: {len} > {}", rest.len());
+        sizes.push(len);
+        rest = &rest[len..];
+    }
+    sizes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_fetch_mixing_archived_and_hot_partitions_keeps_its_byte_limits_and_never_waits_on_s3()
+{
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use sediment_tests::RawClient;
+
+    let mut s3 = SeaweedFs::start();
+    let broker = archived_broker(&s3, "replay/f").await;
+    let t0 = now_ms() - 3_600_000;
+    produce_and_archive(&broker, 3000, t0).await;
+    // A topic whose records all stay on local disk.
+    create_topic(&broker.kafka, "hot", 1, &[]).await;
+    produce(&broker.kafka, "hot", 1, 0, 1000, t0).await;
+    // Partitions 0 and 2 of TOPIC from offset 0 (archived only), and the hot topic.
+    let request = |partition_max: i32, max: i32, wait_ms: i32| {
+        let topic = |name: &str, parts: &[i32]| {
+            FetchTopic::default()
+                .with_topic(TopicName(name.to_string().into()))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|&p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(partition_max)
+                        })
+                        .collect(),
+                )
+        };
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(max)
+            .with_topics(vec![topic(TOPIC, &[0, 2]), topic("hot", &[0])])
+    };
+    let sizes = |resp: &kafka_protocol::messages::FetchResponse| -> Vec<(String, i32, Bytes)> {
+        resp.responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    assert_eq!(p.error_code, 0, "{}-{}", t.topic.0, p.partition_index);
+                    (
+                        t.topic.0.to_string(),
+                        p.partition_index,
+                        p.records.clone().unwrap_or_default(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let mut client = RawClient::connect(&broker.kafka).unwrap();
+
+    // The bucket is down: the hot partition is answered at once, the archived ones empty and
+    // without an error.
+    s3.stop();
+    let started = Instant::now();
+    let resp = client
+        .request(12, &request(1 << 20, 50 << 20, 5000))
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "the hot partition waited {took:?} for S3"
+    );
+    for (topic, partition, records) in sizes(&resp) {
+        if topic == "hot" {
+            assert!(!records.is_empty(), "the hot partition has records");
+        } else {
+            assert!(records.is_empty(), "{topic}-{partition} while S3 is down");
+        }
+    }
+    s3.restart();
+
+    // Byte limits across archived and hot partitions: each partition within its limit and the
+    // response within the total, whole batches only (only the first batch of the response may
+    // exceed them, as in KIP-74). Once both archived reads are cached, the three partitions
+    // hold more than the total allows, so the limit has to cut.
+    let (partition_max, max) = (64 << 10, 100 << 10);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the archived partitions never answered"
+        );
+        let resp = client
+            .request(12, &request(partition_max, max, 1000))
+            .unwrap();
+        let parts = sizes(&resp);
+        let mut total = 0;
+        let mut first = true;
+        for (topic, partition, records) in &parts {
+            let batches = batch_sizes(records);
+            if batches.is_empty() {
+                continue;
+            }
+            assert!(
+                records.len() <= partition_max as usize || (first && batches.len() == 1),
+                "{topic}-{partition}: {} bytes over max.partition.fetch.bytes={partition_max}",
+                records.len()
+            );
+            first = false;
+            total += records.len();
+        }
+        let lens: Vec<_> = parts.iter().map(|(t, p, r)| (t, p, r.len())).collect();
+        assert!(
+            total <= max as usize,
+            "{total} bytes over fetch.max.bytes={max}: {lens:?}"
+        );
+        let archived = parts
+            .iter()
+            .filter(|(t, _, r)| t == TOPIC && !r.is_empty())
+            .count();
+        // Done once archived data shares a response with another partition's, so that more
+        // than one partition's limit was in play against the total.
+        if archived >= 1 && total > partition_max as usize {
+            eprintln!("archived and hot partitions in one fetch: {lens:?}");
+            break;
+        }
+    }
 }
