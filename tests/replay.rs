@@ -25,10 +25,16 @@ const PARTITIONS: i32 = 3;
 /// A broker archiving `TOPIC` into `s3` with small segments and `local.retention.bytes=1`, so
 /// archived segments leave the local disk.
 async fn archived_broker(s3: &SeaweedFs, prefix: &str) -> Broker {
+    archived_broker_with(s3, prefix, "").await
+}
+
+/// `archived_broker` with extra `[archive]` settings.
+async fn archived_broker_with(s3: &SeaweedFs, prefix: &str, archive_toml: &str) -> Broker {
     s3.create_bucket(BUCKET);
     // Garbage collection is the only code that lists the bucket: keep it out of the way so
     // the tests can show that reads never list.
-    let options = s3_options(s3, prefix, "").env("SEDIMENT_ARCHIVE_GC_INTERVAL_MS", "3600000");
+    let options =
+        s3_options(s3, prefix, archive_toml).env("SEDIMENT_ARCHIVE_GC_INTERVAL_MS", "3600000");
     let broker = Broker::start_with(options);
     let mut configs = SMALL_SEGMENTS.to_vec();
     configs.push(("local.retention.bytes", "1"));
@@ -243,7 +249,9 @@ async fn clients_replay_the_whole_history_across_the_archive_and_hot_boundary() 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
     let mut s3 = SeaweedFs::start();
-    let broker = archived_broker(&s3, "replay/b").await;
+    // No read-ahead in the broker either, so the rest of the history is still in the bucket
+    // when it goes away.
+    let broker = archived_broker_with(&s3, "replay/b", "prefetch_row_groups = 0\n").await;
     let t0 = now_ms() - 3_600_000;
     let produced = produce_and_archive(&broker, 3000, t0).await;
 

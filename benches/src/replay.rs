@@ -12,6 +12,9 @@
 //! 2. `archived` with a cold cache (the broker has never read these objects);
 //! 3. `archived` again, warm (the cache holds what fits).
 //!
+//! Then `sediment replay` copies `archived` from the bucket into a new topic of the same
+//! broker, and its own throughput figures are reported.
+//!
 //! Reported: MB/s of keys and values for each and the ratios against the hot consume (targets:
 //! cold at least 0.5, warm at least 0.9), object-store GETs per GiB replayed on the cold pass
 //! (target: at most one GET per 4 MiB, i.e. 256 per GiB) and LISTs (target: none), and the
@@ -299,6 +302,34 @@ fn run() -> Result<()> {
     let cold = pass("archived")?;
     let warm = pass("archived")?;
     let peak_rss_mib = rss_kib("VmHWM:")? / 1024.0;
+
+    // 4. The replay job: `archived` read straight from the bucket and produced back into the
+    //    same broker under another name (idempotent producer, lz4), timed by the job itself.
+    let work = dir.path().join("job");
+    std::fs::create_dir_all(&work)?;
+    let job_started = Instant::now();
+    let out = Command::new(targets::sediment_bin()?)
+        .args(["replay", "--topic", "archived", "--target", &bootstrap])
+        .args(["--target-topic", "archived-copy", "--json"])
+        .args(["--archive-url", &format!("s3://{BUCKET}/replay")])
+        .current_dir(&work)
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .context("sediment replay")?;
+    let job_wall = job_started.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "sediment replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).context("sediment replay --json")?;
+    ensure!(
+        job["records"].as_u64() == Some(args.records) && job["complete"] == true,
+        "the replay job did not deliver every record: {job}"
+    );
     child.terminate(Duration::from_secs(30))?;
 
     let gib = cold.bytes as f64 / GIB;
@@ -340,6 +371,17 @@ fn run() -> Result<()> {
         },
     );
     println!(
+        "replay job     {:>9} records {:>8.1} MB {:>7.2} s {:>8.1} MB/s (keys, values, headers; \
+         {:.1} s wall with listing and start-up), {} GETs, {} LIST",
+        job["records"],
+        job["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        job["seconds"].as_f64().unwrap_or(0.0),
+        job["mb_per_second"].as_f64().unwrap_or(0.0),
+        job_wall,
+        job["archive_get_requests"],
+        job["archive_list_requests"]
+    );
+    println!(
         "broker RSS {:.0} MiB before the replays, peak {:.0} MiB during them (+{:.0} MiB) with \
          archive.cache_memory_bytes = {} MiB (disk tier {} MiB)",
         base_rss_mib,
@@ -364,6 +406,8 @@ fn run() -> Result<()> {
             "peak_rss_during_replay_mib": peak_rss_mib,
             "cache_memory_mib": args.cache_memory_mib,
             "cache_disk_mib": args.cache_disk_mib,
+            "replay_job": job,
+            "replay_job_wall_secs": job_wall,
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
     }

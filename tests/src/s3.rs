@@ -82,11 +82,20 @@ impl SeaweedFs {
         let mut s = Self {
             child: None,
             dir,
-            ports: free_ports(10),
+            ports: Vec::new(),
             starts: 0,
         };
-        s.spawn().expect("SeaweedFS starts");
-        s
+        // A free port can be taken by another process before weed binds it ("address already
+        // in use", weed exits): start again on other ports.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            s.ports = free_ports(10);
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        panic!("SeaweedFS did not start:\n{}", failures.join("\n---\n"));
     }
 
     /// The S3 port.

@@ -349,6 +349,8 @@ pub struct Broker {
     producer_ids: Mutex<(i64, i64)>,
     tiering: Arc<Tiering>,
     archive_reader: Arc<ArchiveReader>,
+    /// Archive reads in progress, shared by fetches asking for the same data.
+    archive_reads: crate::handlers::ArchiveReads,
     _dir_lock: File,
 }
 
@@ -443,6 +445,7 @@ impl Broker {
             producer_ids: Mutex::new((0, 0)),
             tiering,
             archive_reader: reader,
+            archive_reads: Default::default(),
             _dir_lock: lock,
         };
         let started = Instant::now();
@@ -536,6 +539,11 @@ impl Broker {
     /// The archive read path (fetches below the local log start, timestamp lookups).
     pub fn archive_reader(&self) -> &Arc<ArchiveReader> {
         &self.archive_reader
+    }
+
+    /// Archive reads in progress (the fetch handler's).
+    pub(crate) fn archive_reads(&self) -> &crate::handlers::ArchiveReads {
+        &self.archive_reads
     }
 
     /// A producer id never handed out before, by this run or an earlier one (InitProducerId).

@@ -45,10 +45,31 @@ struct Wanted {
     archive: Option<ArchiveSlot>,
 }
 
+/// Which data an archive read returns.
+type ReadKey = (Uuid, i32, i64, usize);
+
+/// One archive read, shared by every fetch asking for the same partition, offset and budget
+/// while it runs: a consumer whose fetch timed out asks again for the same offset, and that
+/// second fetch waits for the first read instead of starting another (which would decode and
+/// copy the same batches again, and hold them twice).
+#[derive(Debug, Default)]
+struct SharedRead {
+    /// The batches, or `Err` when the read failed; `None` while it runs.
+    result: parking_lot::Mutex<Option<Result<Bytes, ()>>>,
+    /// Fetches to wake when it finishes.
+    waiters: parking_lot::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+}
+
+/// Archive reads in progress, by what they read.
+#[derive(Debug, Default)]
+pub(crate) struct ArchiveReads {
+    running: parking_lot::Mutex<std::collections::HashMap<ReadKey, Arc<SharedRead>>>,
+}
+
 /// An archive read in progress for one partition of the request.
 struct ArchiveSlot {
-    /// Filled by the read task: the batches, or `Err` when the read failed.
-    result: Arc<parking_lot::Mutex<Option<Result<Bytes, ()>>>>,
+    /// The read, maybe shared with other fetches.
+    result: Arc<SharedRead>,
     /// The batches once taken from `result`.
     done: Option<Bytes>,
     /// The read failed: the partition is answered empty, but only at the deadline, so a
@@ -65,7 +86,7 @@ impl ArchiveSlot {
     /// Takes the read's result if it finished.
     fn poll(&mut self) {
         if self.done.is_none() {
-            match self.result.lock().take() {
+            match self.result.result.lock().clone() {
                 Some(Ok(records)) => self.done = Some(records),
                 Some(Err(())) => {
                     self.done = Some(Bytes::new());
@@ -192,23 +213,43 @@ fn start_archive_reads(
                 _ => continue,
             }
             tiering.note_archive_read(p.topic_id(), p.index(), w.offset);
-            let reader = Arc::clone(ctx.broker.archive_reader());
             let (topic_id, index, offset) = (p.topic_id(), p.index(), w.offset);
-            let topic = p.topic().to_string();
             let budget = w.max_bytes.min(max_bytes);
-            let result = Arc::new(parking_lot::Mutex::new(None));
-            let (slot, done) = (Arc::clone(&result), Arc::clone(done));
-            tokio::spawn(async move {
-                let records = match reader.read(topic_id, index, offset, budget, true).await {
-                    Ok(read) => Ok(read.map(|r| r.records).unwrap_or_default()),
-                    Err(e) => {
-                        tracing::warn!(%topic, partition = index, offset, error = %e, "archive read failed; answering empty, the consumer will retry");
-                        Err(())
-                    }
-                };
-                *slot.lock() = Some(records);
-                done.notify_one();
-            });
+            let key = (topic_id, index, offset, budget);
+            let reads = ctx.broker.archive_reads();
+            let mut running = reads.running.lock();
+            let result = match running.get(&key) {
+                Some(read) => {
+                    read.waiters.lock().push(Arc::clone(done));
+                    Arc::clone(read)
+                }
+                None => {
+                    let read = Arc::new(SharedRead::default());
+                    read.waiters.lock().push(Arc::clone(done));
+                    running.insert(key, Arc::clone(&read));
+                    let reader = Arc::clone(ctx.broker.archive_reader());
+                    let broker = Arc::clone(ctx.broker);
+                    let topic = p.topic().to_string();
+                    let shared = Arc::clone(&read);
+                    tokio::spawn(async move {
+                        let records = match reader.read(topic_id, index, offset, budget, true).await
+                        {
+                            Ok(read) => Ok(read.map(|r| r.records).unwrap_or_default()),
+                            Err(e) => {
+                                tracing::warn!(%topic, partition = index, offset, error = %e, "archive read failed; answering empty, the consumer will retry");
+                                Err(())
+                            }
+                        };
+                        *shared.result.lock() = Some(records);
+                        broker.archive_reads().running.lock().remove(&key);
+                        for waiter in std::mem::take(&mut *shared.waiters.lock()) {
+                            waiter.notify_one();
+                        }
+                    });
+                    read
+                }
+            };
+            drop(running);
             w.archive = Some(ArchiveSlot {
                 result,
                 done: None,

@@ -18,6 +18,8 @@ mod topics;
 
 use std::sync::Arc;
 
+pub(crate) use fetch::ArchiveReads;
+
 use kafka_protocol::messages::{ApiKey, BrokerId, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use tokio_util::sync::CancellationToken;
