@@ -255,7 +255,18 @@ async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
     let t0 = now_ms() - 3_600_000;
     let produced = produce_and_archive(&broker, 3000, t0).await;
 
-    let c = consumer(&broker.kafka, &[("fetch.wait.max.ms", "200")]);
+    // librdkafka reads ahead of the application (by default up to 64 MiB per partition, so
+    // all of this small history): keep its read-ahead to a few hundred records per partition,
+    // so most of the history is still to be fetched when S3 goes away.
+    let c = consumer(
+        &broker.kafka,
+        &[
+            ("fetch.wait.max.ms", "200"),
+            ("max.partition.fetch.bytes", "16384"),
+            ("queued.max.messages.kbytes", "48"),
+            ("queued.min.messages", "50"),
+        ],
+    );
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
@@ -265,7 +276,8 @@ async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
     let mut got = Vec::new();
     let mut stopped = false;
     let mut restarted_at = None;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
     while got.len() < produced.len() {
         assert!(
             Instant::now() < deadline,
@@ -284,7 +296,15 @@ async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
                     got.push(m.expect("no consumer error while S3 is down").detach());
                 }
             }
+            let t = Instant::now();
             s3.restart();
+            eprintln!(
+                "S3 back after {:?} of restart; {} of {} records so far, {:?} since the start",
+                t.elapsed(),
+                got.len(),
+                produced.len(),
+                started.elapsed()
+            );
             restarted_at = Some(got.len());
             continue;
         }
@@ -294,6 +314,7 @@ async fn an_s3_restart_mid_replay_delays_the_consumer_without_error_or_gap() {
             None => {}
         }
     }
+    eprintln!("replayed everything in {:?}", started.elapsed());
     let restarted_at = restarted_at.expect("S3 was restarted during the replay");
     assert!(
         restarted_at < produced.len(),
