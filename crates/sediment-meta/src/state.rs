@@ -1,0 +1,518 @@
+//! What the metadata service knows, the typed commands that change it, and how a command is
+//! applied. Applying is deterministic (no clock, no randomness: ids and times come in the
+//! command), so every voter that applies the same log reaches the same state.
+
+use std::collections::BTreeMap;
+
+use sediment_archive::ArchivedSegment;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A broker as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Host clients connect to.
+    pub host: String,
+    /// Kafka port.
+    pub port: u16,
+    /// Rack, when set.
+    pub rack: Option<String>,
+    /// Bumped by every registration, so a restarted broker is told apart from its old self.
+    pub epoch: u64,
+}
+
+/// One partition's leadership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// Broker leading it.
+    pub leader: i32,
+    /// Bumped by every leader change.
+    pub leader_epoch: i32,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Stable id.
+    pub id: Uuid,
+    /// Partitions by index.
+    pub partitions: Vec<PartitionMeta>,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A committed consumer offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// Next offset to consume.
+    pub offset: i64,
+    /// Client metadata.
+    pub metadata: Option<String>,
+    /// Leader epoch of the last consumed record (-1 unknown).
+    pub leader_epoch: i32,
+    /// When it was committed (ms, from the command).
+    pub commit_timestamp_ms: i64,
+}
+
+/// One offset of an `OffsetCommit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetToCommit {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: CommittedOffset,
+}
+
+/// Everything the service stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Registered brokers by node id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Committed offsets: group, topic, partition.
+    pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<i32, CommittedOffset>>>,
+    /// The manifest of archived segments: topic id, partition, base offset.
+    pub segments: BTreeMap<Uuid, BTreeMap<i32, BTreeMap<i64, ArchivedSegment>>>,
+    /// Next producer id to hand out.
+    pub next_producer_id: i64,
+}
+
+/// A change to the metadata. Each is applied atomically, in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker (re)registers.
+    RegisterBroker {
+        /// Node id.
+        id: i32,
+        /// Host for clients.
+        host: String,
+        /// Kafka port.
+        port: u16,
+        /// Rack.
+        rack: Option<String>,
+    },
+    /// Creates a topic with a leader per partition.
+    CreateTopic {
+        /// Name.
+        name: String,
+        /// Id.
+        id: Uuid,
+        /// Leader of each partition (its length is the partition count).
+        leaders: Vec<i32>,
+        /// Config overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// Deletes a topic, its committed offsets and its manifest entries.
+    DeleteTopic {
+        /// Name.
+        name: String,
+    },
+    /// Sets and removes config overrides of a topic.
+    AlterTopicConfigs {
+        /// Name.
+        name: String,
+        /// Overrides to set.
+        set: BTreeMap<String, String>,
+        /// Overrides to remove.
+        remove: Vec<String>,
+    },
+    /// Adds partitions led by `leaders`.
+    AddPartitions {
+        /// Name.
+        name: String,
+        /// Leader of each new partition.
+        leaders: Vec<i32>,
+    },
+    /// Moves a partition's leadership, bumping its leader epoch.
+    SetLeader {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// New leader.
+        leader: i32,
+    },
+    /// Commits consumer offsets of a group.
+    CommitOffsets {
+        /// Group id.
+        group: String,
+        /// The offsets.
+        offsets: Vec<OffsetToCommit>,
+    },
+    /// Forgets a group's offsets.
+    DeleteGroupOffsets {
+        /// Group id.
+        group: String,
+    },
+    /// Adds an archived segment to the manifest (the catalog rules of `sediment-archive`).
+    CommitSegment {
+        /// The entry.
+        segment: ArchivedSegment,
+    },
+    /// Removes a partition's manifest entries that end before `offset`.
+    RemoveSegmentsBefore {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition.
+        partition: i32,
+        /// First offset to keep.
+        offset: i64,
+    },
+    /// Hands out a block of producer ids.
+    AllocateProducerIds {
+        /// How many.
+        count: i64,
+    },
+}
+
+/// What applying a command gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Applied.
+    Done,
+    /// Applied, and nothing changed (a retried command).
+    Unchanged,
+    /// Refused; the state did not change.
+    Refused(String),
+    /// A broker's new registration epoch.
+    BrokerEpoch(u64),
+    /// The new leader epoch.
+    LeaderEpoch(i32),
+    /// A block of producer ids: the first of `count`.
+    ProducerIds {
+        /// First id.
+        first: i64,
+        /// How many.
+        count: i64,
+    },
+    /// Keys of the manifest entries removed.
+    Removed(Vec<String>),
+}
+
+impl MetaState {
+    /// Applies `cmd`; a refused command changes nothing.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+            } => {
+                let epoch = self.brokers.get(id).map_or(1, |b| b.epoch + 1);
+                self.brokers.insert(
+                    *id,
+                    BrokerInfo {
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        epoch,
+                    },
+                );
+                Outcome::BrokerEpoch(epoch)
+            }
+            Command::CreateTopic {
+                name,
+                id,
+                leaders,
+                configs,
+            } => {
+                if let Some(t) = self.topics.get(name) {
+                    return if t.id == *id {
+                        Outcome::Unchanged
+                    } else {
+                        Outcome::Refused(format!("topic {name} already exists"))
+                    };
+                }
+                if leaders.is_empty() {
+                    return Outcome::Refused(format!("topic {name} needs at least one partition"));
+                }
+                self.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        id: *id,
+                        partitions: leaders
+                            .iter()
+                            .map(|&leader| PartitionMeta {
+                                leader,
+                                leader_epoch: 0,
+                            })
+                            .collect(),
+                        configs: configs.clone(),
+                    },
+                );
+                Outcome::Done
+            }
+            Command::DeleteTopic { name } => {
+                let Some(t) = self.topics.remove(name) else {
+                    return Outcome::Unchanged;
+                };
+                for topics in self.offsets.values_mut() {
+                    topics.remove(name);
+                }
+                self.offsets.retain(|_, topics| !topics.is_empty());
+                self.segments.remove(&t.id);
+                Outcome::Done
+            }
+            Command::AlterTopicConfigs { name, set, remove } => {
+                let Some(t) = self.topics.get_mut(name) else {
+                    return Outcome::Refused(format!("unknown topic {name}"));
+                };
+                for k in remove {
+                    t.configs.remove(k);
+                }
+                t.configs
+                    .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Outcome::Done
+            }
+            Command::AddPartitions { name, leaders } => {
+                let Some(t) = self.topics.get_mut(name) else {
+                    return Outcome::Refused(format!("unknown topic {name}"));
+                };
+                t.partitions
+                    .extend(leaders.iter().map(|&leader| PartitionMeta {
+                        leader,
+                        leader_epoch: 0,
+                    }));
+                Outcome::Done
+            }
+            Command::SetLeader {
+                topic,
+                partition,
+                leader,
+            } => {
+                let Some(p) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?))
+                else {
+                    return Outcome::Refused(format!("unknown partition {topic}-{partition}"));
+                };
+                if p.leader != *leader {
+                    p.leader = *leader;
+                    p.leader_epoch += 1;
+                }
+                Outcome::LeaderEpoch(p.leader_epoch)
+            }
+            Command::CommitOffsets { group, offsets } => {
+                let g = self.offsets.entry(group.clone()).or_default();
+                for o in offsets {
+                    g.entry(o.topic.clone())
+                        .or_default()
+                        .insert(o.partition, o.offset.clone());
+                }
+                Outcome::Done
+            }
+            Command::DeleteGroupOffsets { group } => match self.offsets.remove(group) {
+                Some(_) => Outcome::Done,
+                None => Outcome::Unchanged,
+            },
+            Command::CommitSegment { segment } => self.commit_segment(segment),
+            Command::RemoveSegmentsBefore {
+                topic_id,
+                partition,
+                offset,
+            } => {
+                let Some(entries) = self
+                    .segments
+                    .get_mut(topic_id)
+                    .and_then(|t| t.get_mut(partition))
+                else {
+                    return Outcome::Removed(Vec::new());
+                };
+                let mut removed = Vec::new();
+                entries.retain(|_, s| {
+                    let keep = s.next_offset() > *offset;
+                    if !keep {
+                        removed.push(s.key.clone());
+                    }
+                    keep
+                });
+                Outcome::Removed(removed)
+            }
+            Command::AllocateProducerIds { count } => {
+                if *count <= 0 {
+                    return Outcome::Refused(format!("cannot allocate {count} producer ids"));
+                }
+                let first = self.next_producer_id;
+                self.next_producer_id += count;
+                Outcome::ProducerIds {
+                    first,
+                    count: *count,
+                }
+            }
+        }
+    }
+
+    /// The manifest rules: ascending, no overlap, a retried commit changes nothing.
+    fn commit_segment(&mut self, segment: &ArchivedSegment) -> Outcome {
+        if segment.last_offset < segment.base_offset {
+            return Outcome::Refused(format!("entry {} ends before it starts", segment.key));
+        }
+        let entries = self
+            .segments
+            .entry(segment.topic_id)
+            .or_default()
+            .entry(segment.partition)
+            .or_default();
+        if let Some(existing) = entries.get(&segment.base_offset)
+            && existing.last_offset == segment.last_offset
+            && existing.key == segment.key
+        {
+            return Outcome::Unchanged;
+        }
+        if let Some((_, last)) = entries.last_key_value()
+            && segment.base_offset <= last.last_offset
+        {
+            return Outcome::Refused(format!(
+                "entry {} for offsets {}..={} overlaps or precedes {}",
+                segment.key, segment.base_offset, segment.last_offset, last.key
+            ));
+        }
+        entries.insert(segment.base_offset, segment.clone());
+        Outcome::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(base: i64, last: i64, key: &str) -> ArchivedSegment {
+        ArchivedSegment {
+            topic: "orders".into(),
+            topic_id: Uuid::from_u128(7),
+            partition: 0,
+            base_offset: base,
+            last_offset: last,
+            min_timestamp: 0,
+            max_timestamp: 0,
+            rows: (last - base + 1) as u64,
+            segment_bytes: 0,
+            segment_crc32c: 0,
+            record_bytes: 0,
+            key: key.into(),
+            object_bytes: 0,
+            row_groups: Vec::new(),
+            leader_epochs: Vec::new(),
+            schema_version: 1,
+            archived_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn topics_leaders_offsets_and_producer_ids() {
+        let mut s = MetaState::default();
+        let create = Command::CreateTopic {
+            name: "orders".into(),
+            id: Uuid::from_u128(7),
+            leaders: vec![1, 2, 3],
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(s.apply(&create), Outcome::Done);
+        assert_eq!(s.apply(&create), Outcome::Unchanged, "a retried create");
+        let other = Command::CreateTopic {
+            name: "orders".into(),
+            id: Uuid::from_u128(8),
+            leaders: vec![1],
+            configs: BTreeMap::new(),
+        };
+        assert!(matches!(s.apply(&other), Outcome::Refused(_)));
+        let move_leader = Command::SetLeader {
+            topic: "orders".into(),
+            partition: 1,
+            leader: 3,
+        };
+        assert_eq!(s.apply(&move_leader), Outcome::LeaderEpoch(1));
+        assert_eq!(
+            s.apply(&move_leader),
+            Outcome::LeaderEpoch(1),
+            "same leader: no bump"
+        );
+        assert!(matches!(
+            s.apply(&Command::SetLeader {
+                topic: "orders".into(),
+                partition: 9,
+                leader: 1
+            }),
+            Outcome::Refused(_)
+        ));
+        let commit = Command::CommitOffsets {
+            group: "billing".into(),
+            offsets: vec![OffsetToCommit {
+                topic: "orders".into(),
+                partition: 2,
+                offset: CommittedOffset {
+                    offset: 42,
+                    metadata: None,
+                    leader_epoch: 0,
+                    commit_timestamp_ms: 5,
+                },
+            }],
+        };
+        assert_eq!(s.apply(&commit), Outcome::Done);
+        assert_eq!(s.offsets["billing"]["orders"][&2].offset, 42);
+        let ids = Command::AllocateProducerIds { count: 1000 };
+        assert_eq!(
+            s.apply(&ids),
+            Outcome::ProducerIds {
+                first: 0,
+                count: 1000
+            }
+        );
+        assert_eq!(
+            s.apply(&ids),
+            Outcome::ProducerIds {
+                first: 1000,
+                count: 1000
+            }
+        );
+
+        // Deleting the topic drops its offsets and manifest.
+        s.apply(&Command::CommitSegment {
+            segment: segment(0, 9, "a"),
+        });
+        assert_eq!(
+            s.apply(&Command::DeleteTopic {
+                name: "orders".into()
+            }),
+            Outcome::Done
+        );
+        assert!(s.offsets.is_empty());
+        assert!(s.segments.is_empty());
+    }
+
+    #[test]
+    fn the_manifest_keeps_the_catalog_rules() {
+        let mut s = MetaState::default();
+        let a = Command::CommitSegment {
+            segment: segment(0, 9, "a"),
+        };
+        assert_eq!(s.apply(&a), Outcome::Done);
+        assert_eq!(s.apply(&a), Outcome::Unchanged, "a retried commit");
+        assert!(matches!(
+            s.apply(&Command::CommitSegment {
+                segment: segment(5, 19, "b")
+            }),
+            Outcome::Refused(_)
+        ));
+        assert_eq!(
+            s.apply(&Command::CommitSegment {
+                segment: segment(20, 29, "c")
+            }),
+            Outcome::Done,
+            "a gap is allowed"
+        );
+        assert_eq!(
+            s.apply(&Command::RemoveSegmentsBefore {
+                topic_id: Uuid::from_u128(7),
+                partition: 0,
+                offset: 15,
+            }),
+            Outcome::Removed(vec!["a".into()])
+        );
+    }
+}
