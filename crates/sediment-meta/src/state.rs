@@ -166,6 +166,9 @@ pub enum Command {
         /// How many.
         count: i64,
     },
+    /// Several commands in one log entry, applied in order (group commit: one append and
+    /// one fsync for all of them).
+    Batch(Vec<Command>),
 }
 
 /// What applying a command gave.
@@ -190,6 +193,8 @@ pub enum Outcome {
     },
     /// Keys of the manifest entries removed.
     Removed(Vec<String>),
+    /// The outcomes of a [`Command::Batch`], in order.
+    Batch(Vec<Outcome>),
 }
 
 impl MetaState {
@@ -333,6 +338,7 @@ impl MetaState {
                 });
                 Outcome::Removed(removed)
             }
+            Command::Batch(cmds) => Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
             Command::AllocateProducerIds { count } => {
                 if *count <= 0 {
                     return Outcome::Refused(format!("cannot allocate {count} producer ids"));
