@@ -480,15 +480,8 @@ fn run() -> Result<()> {
         "--records and --batch-records must be positive"
     );
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    println!("Sediment archive benchmark (1 MB = 10^6 bytes, 1 GiB = 2^30 bytes)");
-    println!("command: {}", procs::command_line());
-    let machine = procs::machine_info();
-    for (k, v) in machine.as_object().into_iter().flatten() {
-        println!(
-            "machine {k}: {}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_string)
-        );
-    }
+    let machine =
+        procs::print_header("Sediment archive benchmark (1 MB = 10^6 bytes, 1 GiB = 2^30 bytes)");
     let t0 = 1_764_000_000_000;
     let started = Instant::now();
     let evs = events::events(42, args.records, t0);

@@ -66,15 +66,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    println!("Sediment metadata commit benchmark (single voter, redb fsync per append)");
-    println!("command: {}", procs::command_line());
-    let machine = procs::machine_info();
-    for (k, v) in machine.as_object().into_iter().flatten() {
-        println!(
-            "machine {k}: {}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_string)
-        );
-    }
+    let machine = procs::print_header(
+        "Sediment metadata commit benchmark (single voter, redb fsync per append)",
+    );
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix("sediment-meta-bench-")

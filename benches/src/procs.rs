@@ -241,6 +241,21 @@ pub fn command_line() -> String {
 }
 
 /// What the figures were measured on: cores, CPU model, kernel, load at the start.
+/// Prints `title`, the command line and the machine, and returns the machine's description
+/// (for the JSON results).
+pub fn print_header(title: &str) -> serde_json::Value {
+    println!("{title}");
+    println!("command: {}", command_line());
+    let machine = machine_info();
+    for (k, v) in machine.as_object().into_iter().flatten() {
+        println!(
+            "machine {k}: {}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+        );
+    }
+    machine
+}
+
 pub fn machine_info() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo

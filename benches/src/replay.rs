@@ -159,15 +159,8 @@ fn consume_all(
 fn run() -> Result<()> {
     let args = Args::parse();
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    println!("Sediment replay benchmark (1 MB = 10^6 bytes, 1 GiB = 2^30 bytes)");
-    println!("command: {}", procs::command_line());
-    let machine = procs::machine_info();
-    for (k, v) in machine.as_object().into_iter().flatten() {
-        println!(
-            "machine {k}: {}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_string)
-        );
-    }
+    let machine =
+        procs::print_header("Sediment replay benchmark (1 MB = 10^6 bytes, 1 GiB = 2^30 bytes)");
     let t0 = 1_764_000_000_000;
     let evs = events::events(7, (args.records as usize).min(200_000), t0);
     let s3 = start_seaweed(&weed_bin(args.weed.as_deref()), &tmp)?;
