@@ -11,6 +11,8 @@
 //! openraft's types stay inside this crate: callers see [`Command`], [`Outcome`],
 //! [`MetaState`] and [`MetaError`].
 
+mod client;
+mod network;
 pub mod state;
 mod store;
 
@@ -27,6 +29,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+pub use client::MetaClient;
 
 pub use state::{
     BrokerInfo, Command, CommittedOffset, MetaState, OffsetToCommit, Outcome, PartitionMeta,
@@ -45,9 +50,44 @@ pub enum MetaError {
     /// The log or state machine could not be read or written.
     #[error("metadata storage: {0}")]
     Storage(String),
-    /// Raft refused or could not complete the request (no leader, shutting down…).
+    /// Raft refused or could not complete the request (shutting down, quorum lost…).
     #[error("metadata service: {0}")]
     Raft(String),
+    /// This node does not lead; the request must go to the leader (when one is known, its
+    /// controller address).
+    #[error("{}", match .0 {
+        Some(addr) => format!("this metadata node is not the leader (the leader is at {addr})"),
+        None => "no metadata leader is elected yet".to_string(),
+    })]
+    NotLeader(Option<String>),
+    /// The node a request was forwarded to could not be reached or did not answer.
+    #[error("metadata node unavailable: {0}")]
+    Unavailable(String),
+    /// The request is invalid (a membership change naming an unknown node…).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl MetaError {
+    /// Whether the same request may succeed later or on another voter.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, MetaError::Refused(_))
+    }
+}
+
+fn not_leader(f: &openraft::error::ForwardToLeader<u64, BasicNode>) -> MetaError {
+    MetaError::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone()))
+}
+
+fn write_error(e: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>) -> MetaError {
+    use openraft::error::ClientWriteError;
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(&f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            MetaError::Refused(e.to_string())
+        }
+        RaftError::Fatal(e) => MetaError::Raft(e.to_string()),
+    }
 }
 
 /// How a node snapshots and compacts its log.
@@ -67,6 +107,55 @@ impl Default for MetaOptions {
             logs_kept: 1_000,
         }
     }
+}
+
+/// A change of the voters and learners, made on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum MembershipChange {
+    /// Adds a node as a learner (it receives the log, does not vote) and waits until it has
+    /// caught up. The first step of adding a voter.
+    AddLearner {
+        /// Its node id.
+        id: u64,
+        /// Its controller address, `host:port`.
+        addr: String,
+    },
+    /// Promotes learners to voters.
+    AddVoters {
+        /// Their node ids.
+        ids: Vec<u64>,
+    },
+    /// Removes voters (or learners) from the cluster.
+    RemoveNodes {
+        /// Their node ids.
+        ids: Vec<u64>,
+    },
+}
+
+/// One node's view of the metadata cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    /// Current Raft term.
+    pub term: u64,
+    /// Leader's node id, when one is known.
+    pub leader: Option<u64>,
+    /// Last log index this node has.
+    pub last_log_index: Option<u64>,
+    /// Last index applied to its state machine.
+    pub last_applied: Option<u64>,
+    /// Index of its last snapshot.
+    pub snapshot: Option<u64>,
+    /// Voters' node ids.
+    pub voters: Vec<u64>,
+    /// Learners' node ids.
+    pub learners: Vec<u64>,
+    /// Controller address of every member.
+    pub nodes: BTreeMap<u64, String>,
 }
 
 /// Writes waiting for the group commit.
@@ -115,8 +204,12 @@ async fn group_commit(
                 }
             },
             Err(e) => {
+                let e = write_error(e);
                 for reply in replies {
-                    let _ = reply.send(Err(MetaError::Raft(e.to_string())));
+                    let _ = reply.send(Err(match &e {
+                        MetaError::NotLeader(a) => MetaError::NotLeader(a.clone()),
+                        other => MetaError::Raft(other.to_string()),
+                    }));
                 }
             }
         }
@@ -130,6 +223,8 @@ pub struct MetaService {
     sm: store::StateMachine,
     node_id: u64,
     queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// For forwarding to the leader; `None` for the embedded single voter, which has no peers.
+    http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for MetaService {
@@ -140,7 +235,50 @@ impl std::fmt::Debug for MetaService {
     }
 }
 
+/// The Raft timing of a node: heartbeats every 250 ms; a follower that hears nothing for a
+/// random 1–2 s (cluster) or 0.5–1 s (single voter) stands for election.
+fn raft_config(options: MetaOptions, clustered: bool) -> Result<openraft::Config, MetaError> {
+    let (election_min, election_max) = if clustered { (1000, 2000) } else { (500, 1000) };
+    openraft::Config {
+        cluster_name: "sediment".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+        max_in_snapshot_log_to_keep: options.logs_kept,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| MetaError::Raft(e.to_string()))
+}
+
+fn open_storage(dir: &Path) -> Result<(store::LogStore, store::StateMachine), MetaError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| MetaError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+    let storage = |e: openraft::StorageError<u64>| MetaError::Storage(e.to_string());
+    let log = store::LogStore::open(&dir.join("raft.redb")).map_err(storage)?;
+    let sm = store::StateMachine::open(dir).map_err(storage)?;
+    Ok((log, sm))
+}
+
 impl MetaService {
+    fn started(
+        raft: Raft<TypeConfig>,
+        sm: store::StateMachine,
+        node_id: u64,
+        http: Option<reqwest::Client>,
+    ) -> Self {
+        let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commit(raft.clone(), rx));
+        Self {
+            raft,
+            sm,
+            node_id,
+            queue,
+            http,
+        }
+    }
+
     /// Opens (creating on first use) a single-voter node whose log and snapshots live in
     /// `dir`, and waits until it leads. This is the embedded default: metadata in-process,
     /// persisted under the data directory.
@@ -149,22 +287,8 @@ impl MetaService {
         node_id: u64,
         options: MetaOptions,
     ) -> Result<Self, MetaError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| MetaError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let storage = |e: openraft::StorageError<u64>| MetaError::Storage(e.to_string());
-        let log = store::LogStore::open(&dir.join("raft.redb")).map_err(storage)?;
-        let sm = store::StateMachine::open(dir).map_err(storage)?;
-        let config = openraft::Config {
-            cluster_name: "sediment".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 500,
-            election_timeout_max: 1000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
-            max_in_snapshot_log_to_keep: options.logs_kept,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| MetaError::Raft(e.to_string()))?;
+        let (log, sm) = open_storage(dir)?;
+        let config = raft_config(options, false)?;
         let raft = Raft::new(node_id, Arc::new(config), NoPeers, log, sm.clone())
             .await
             .map_err(|e| MetaError::Raft(e.to_string()))?;
@@ -183,14 +307,59 @@ impl MetaService {
             .state(ServerState::Leader, "the single voter leads")
             .await
             .map_err(|e| raft_err(e.to_string()))?;
-        let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(group_commit(raft.clone(), rx));
-        Ok(Self {
-            raft,
-            sm,
-            node_id,
-            queue,
-        })
+        Ok(Self::started(raft, sm, node_id, None))
+    }
+
+    /// Opens a node of a metadata cluster whose log and snapshots live in `dir`. `voters` maps
+    /// the initial voters' node ids to their controller addresses (`host:port`, the
+    /// `--controller-quorum-voters` of every voter, identical on all of them).
+    ///
+    /// On its first start a node listed in `voters` forms the cluster with them (every voter
+    /// does the same, with the same list, which is safe); later starts recover from the log and
+    /// ignore `voters`. A node not listed starts empty and waits to be added as a learner
+    /// ([`MembershipChange::AddLearner`]). It does not wait for a leader: serve its listener
+    /// with [`MetaService::serve`] so the others can reach it.
+    pub async fn open_cluster(
+        dir: &Path,
+        node_id: u64,
+        voters: &BTreeMap<u64, String>,
+        options: MetaOptions,
+    ) -> Result<Self, MetaError> {
+        let (log, sm) = open_storage(dir)?;
+        let config = raft_config(options, true)?;
+        let network = network::HttpNetwork::new();
+        let http = network.http.clone();
+        let raft = Raft::new(node_id, Arc::new(config), network, log, sm.clone())
+            .await
+            .map_err(|e| MetaError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetaError::Raft(e.to_string()))?;
+        if !initialized && voters.contains_key(&node_id) {
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                // Another voter's first AppendEntries arrived first: already formed.
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(MetaError::Raft(e.to_string())),
+            }
+        }
+        Ok(Self::started(raft, sm, node_id, Some(http)))
+    }
+
+    /// Serves Raft's RPCs and the client API on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, network::router(self))
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 
     /// This node's id.
@@ -198,9 +367,53 @@ impl MetaService {
         self.node_id
     }
 
+    /// This node's view of the cluster, from its latest Raft metrics (no network round trip).
+    pub fn status(&self) -> MetaStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        MetaStatus {
+            node_id: self.node_id,
+            state: state.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            nodes: membership
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect(),
+        }
+    }
+
+    /// Waits until some node leads (as this node sees it) and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, MetaError> {
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("no metadata leader: {e}")))?;
+        m.current_leader.ok_or(MetaError::NotLeader(None))
+    }
+
     /// Replicates `cmd`, applies it and returns its outcome. Durable on a quorum when it
-    /// returns. Concurrent writes share log entries (group commit).
+    /// returns. Concurrent writes share log entries (group commit). On a follower the write
+    /// is forwarded to the leader.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, MetaError> {
+        self.write_or_forward(cmd, true).await
+    }
+
+    async fn write_local(&self, cmd: Command) -> Result<Outcome, MetaError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(Pending { cmd, reply })
@@ -210,13 +423,152 @@ impl MetaService {
             .map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?
     }
 
+    pub(crate) async fn write_or_forward(
+        &self,
+        cmd: Command,
+        may_forward: bool,
+    ) -> Result<Outcome, MetaError> {
+        let leader = self.leader_addr();
+        match leader {
+            Some(addr) if may_forward && self.http.is_some() => {
+                self.forward(reqwest::Method::POST, &addr, "/meta/v1/write", Some(&cmd))
+                    .await
+            }
+            _ => self.write_local(cmd).await,
+        }
+    }
+
     /// The state, as of a linearizable read: everything committed before the call is in it.
+    /// On a follower the read is forwarded to the leader.
     pub async fn read(&self) -> Result<MetaState, MetaError> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| MetaError::Raft(e.to_string()))?;
-        Ok(self.sm.state().await)
+        self.read_or_forward(true).await
+    }
+
+    pub(crate) async fn read_or_forward(&self, may_forward: bool) -> Result<MetaState, MetaError> {
+        match self.leader_addr() {
+            Some(addr) if may_forward && self.http.is_some() => {
+                self.forward::<(), _>(reqwest::Method::GET, &addr, "/meta/v1/state", None)
+                    .await
+            }
+            _ => {
+                self.raft.ensure_linearizable().await.map_err(|e| match e {
+                    RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                        f,
+                    )) => not_leader(&f),
+                    other => MetaError::Raft(other.to_string()),
+                })?;
+                Ok(self.sm.state().await)
+            }
+        }
+    }
+
+    /// Adds a learner, promotes learners or removes nodes (on the leader; forwarded there from
+    /// a follower). Returns the leader's view once the change is committed.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<MetaStatus, MetaError> {
+        self.change_membership_or_forward(change, true).await
+    }
+
+    pub(crate) async fn change_membership_or_forward(
+        &self,
+        change: MembershipChange,
+        may_forward: bool,
+    ) -> Result<MetaStatus, MetaError> {
+        if let Some(addr) = self.leader_addr()
+            && may_forward
+            && self.http.is_some()
+        {
+            return self
+                .forward(
+                    reqwest::Method::POST,
+                    &addr,
+                    "/meta/v1/membership",
+                    Some(&change),
+                )
+                .await;
+        }
+        use openraft::ChangeMembers;
+        match change {
+            MembershipChange::AddLearner { id, addr } => {
+                self.raft
+                    .add_learner(id, BasicNode::new(addr), true)
+                    .await
+                    .map_err(write_error)?;
+            }
+            MembershipChange::AddVoters { ids } => {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids.into_iter().collect()), false)
+                    .await
+                    .map_err(write_error)?;
+            }
+            MembershipChange::RemoveNodes { ids } => {
+                let ids: std::collections::BTreeSet<u64> = ids.into_iter().collect();
+                let membership = self.status();
+                let voters: Vec<u64> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| membership.voters.contains(id))
+                    .collect();
+                if !voters.is_empty() {
+                    self.raft
+                        .change_membership(
+                            ChangeMembers::RemoveVoters(voters.into_iter().collect()),
+                            false,
+                        )
+                        .await
+                        .map_err(write_error)?;
+                }
+                let learners: std::collections::BTreeSet<u64> = ids
+                    .into_iter()
+                    .filter(|id| membership.learners.contains(id))
+                    .collect();
+                if !learners.is_empty() {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(learners), false)
+                        .await
+                        .map_err(write_error)?;
+                }
+            }
+        }
+        Ok(self.status())
+    }
+
+    /// The leader's controller address when another node leads; `None` when this node leads
+    /// or no leader is known (then the request is tried here and fails with `NotLeader`).
+    fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        if leader == self.node_id {
+            return None;
+        }
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    async fn forward<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        addr: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, MetaError> {
+        let http = self
+            .http
+            .as_ref()
+            .ok_or_else(|| MetaError::NotLeader(Some(addr.to_string())))?;
+        let mut req = http
+            .request(method, format!("http://{addr}{path}"))
+            .header(network::FORWARDED, "1")
+            .timeout(Duration::from_secs(10));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        client::answer(req.send().await, addr).await
     }
 
     /// Stops the node.
@@ -405,5 +757,158 @@ mod tests {
         assert_eq!(firsts, (0..200).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(meta.read().await.unwrap().next_producer_id, 2000);
         meta.shutdown().await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    struct Node {
+        meta: MetaService,
+        stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    /// Starts node `id` of a cluster on an already bound listener.
+    async fn start(
+        dir: &Path,
+        id: u64,
+        voters: &BTreeMap<u64, String>,
+        listener: tokio::net::TcpListener,
+    ) -> Node {
+        let meta = MetaService::open_cluster(
+            &dir.join(id.to_string()),
+            id,
+            voters,
+            MetaOptions::default(),
+        )
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(meta.clone().serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Node { meta, stop }
+    }
+
+    async fn listener() -> (tokio::net::TcpListener, String) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        (l, addr)
+    }
+
+    fn commit(group: &str, offset: i64) -> Command {
+        Command::CommitOffsets {
+            group: group.into(),
+            offsets: vec![OffsetToCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: CommittedOffset {
+                    offset,
+                    metadata: None,
+                    leader_epoch: 0,
+                    commit_timestamp_ms: 0,
+                },
+            }],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn three_voters_elect_forward_fail_over_and_change_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = BTreeMap::new();
+        let mut voters = BTreeMap::new();
+        for id in 1..=3u64 {
+            let (l, addr) = listener().await;
+            listeners.insert(id, l);
+            voters.insert(id, addr);
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, l) in listeners {
+            nodes.insert(id, start(dir.path(), id, &voters, l).await);
+        }
+        let leader = nodes[&1]
+            .meta
+            .wait_for_leader(Duration::from_secs(20))
+            .await
+            .unwrap();
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+
+        // A write sent to a follower is forwarded to the leader and lands everywhere.
+        let client = MetaClient::new(vec![voters[&follower].clone()], Duration::from_secs(20));
+        let out = client
+            .write(&Command::CreateTopic {
+                name: "t".into(),
+                id: Uuid::from_u128(7),
+                leaders: vec![1, 2, 3],
+                configs: BTreeMap::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::Done);
+        assert_eq!(
+            nodes[&follower].meta.read().await.unwrap().topics["t"]
+                .partitions
+                .len(),
+            3
+        );
+
+        // The leader goes away: the two others elect a new one, and a client that knows all
+        // three voters carries on; nothing committed before is lost.
+        let all = MetaClient::new(voters.values().cloned().collect(), Duration::from_secs(30));
+        all.write(&commit("g", 1)).await.unwrap();
+        let old = nodes.remove(&leader).unwrap();
+        old.meta.shutdown().await.unwrap();
+        let _ = old.stop.send(());
+        all.write(&commit("g", 2)).await.unwrap();
+        let survivor = nodes.keys().next().copied().unwrap();
+        let new_leader = nodes[&survivor]
+            .meta
+            .wait_for_leader(Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_ne!(new_leader, leader, "a new leader was elected");
+        let state = all.read().await.unwrap();
+        assert_eq!(state.offsets["g"]["t"][&0].offset, 2);
+        assert!(state.topics.contains_key("t"));
+
+        // Membership: node 4 joins as a learner, catches up, becomes a voter; the dead one is
+        // removed.
+        let (l4, addr4) = listener().await;
+        let n4 = start(dir.path(), 4, &BTreeMap::new(), l4).await;
+        let after = all
+            .change_membership(&MembershipChange::AddLearner { id: 4, addr: addr4 })
+            .await
+            .unwrap();
+        assert_eq!(after.learners, vec![4]);
+        let after = all
+            .change_membership(&MembershipChange::AddVoters { ids: vec![4] })
+            .await
+            .unwrap();
+        assert!(after.voters.contains(&4), "{after:?}");
+        let after = all
+            .change_membership(&MembershipChange::RemoveNodes { ids: vec![leader] })
+            .await
+            .unwrap();
+        assert_eq!(after.voters.len(), 3, "{after:?}");
+        assert!(!after.voters.contains(&leader) && !after.nodes.contains_key(&leader));
+        // The new voter has the whole state.
+        all.write(&commit("g", 3)).await.unwrap();
+        let s4 = n4.meta.read().await.unwrap();
+        assert_eq!(s4.offsets["g"]["t"][&0].offset, 3);
+        assert!(s4.topics.contains_key("t"));
+        // Refused changes say why and are not retried.
+        let err = all
+            .change_membership(&MembershipChange::AddVoters { ids: vec![99] })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MetaError::Refused(_)), "{err}");
+
+        for n in nodes.into_values().chain([n4]) {
+            n.meta.shutdown().await.unwrap();
+            let _ = n.stop.send(());
+        }
     }
 }
