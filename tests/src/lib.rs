@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod kafka;
+pub mod meta;
 pub mod s3;
 
 use std::fs;
@@ -181,27 +182,10 @@ impl Broker {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut cmd = self.command(&listeners);
-        cmd.stdout(Stdio::null()).stderr(log);
-        let mut child = cmd.spawn().context("spawn sediment")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !listeners.exists() {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "sediment exited during start-up with {status}:\n{}",
-                    self.logs()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!(
-                    "sediment did not start within {START_TIMEOUT:?}:\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&fs::read(&listeners)?)?;
+        let (child, v) =
+            spawn_until_listening(&mut self.command(&listeners), log, &listeners, || {
+                self.logs()
+            })?;
         self.kafka = v["kafka"].as_str().context("kafka address")?.to_string();
         self.admin = v["admin"].as_str().context("admin address")?.to_string();
         self.child = Some(child);
@@ -290,6 +274,35 @@ impl Drop for Broker {
         }
         self.kill9();
     }
+}
+
+/// Spawns `cmd` (a `sediment serve … --listeners-file listeners`) with stderr to `log` and
+/// waits until it has written its listeners file: returns the child and the file's JSON, or
+/// an error with the process log (`logs`) when it exits or takes over a minute.
+pub fn spawn_until_listening(
+    cmd: &mut Command,
+    log: fs::File,
+    listeners: &Path,
+    logs: impl Fn() -> String,
+) -> Result<(Child, serde_json::Value)> {
+    cmd.stdout(Stdio::null()).stderr(log);
+    let mut child = cmd.spawn().context("spawn sediment")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !listeners.exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("sediment exited during start-up with {status}:\n{}", logs());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "sediment did not start within {START_TIMEOUT:?}:\n{}",
+                logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = serde_json::from_slice(&fs::read(listeners)?)?;
+    Ok((child, v))
 }
 
 /// A blocking Kafka connection that sends hand-made frames or typed requests, for tests that

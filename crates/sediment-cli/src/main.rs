@@ -3,6 +3,7 @@
 mod admin_client;
 mod archive_cmd;
 mod groups_cmd;
+mod meta_cmd;
 mod replay_cmd;
 mod serve;
 mod settings;
@@ -41,6 +42,8 @@ enum Command {
     /// Replay a topic's archived history from object storage into any Kafka-compatible
     /// cluster (no broker needed on the source side); resumable, exactly once per record.
     Replay(Box<replay_cmd::ReplayArgs>),
+    /// Inspect and change the Raft metadata quorum (like kafka-metadata-quorum).
+    Meta(meta_cmd::MetaArgs),
 }
 
 /// Flags of `sediment serve`. Each overrides the config file and the environment.
@@ -70,6 +73,17 @@ pub(crate) struct ServeArgs {
     /// AWS_SECRET_ACCESS_KEY, AWS_REGION or the config file). Default: <data dir>/archive.
     #[arg(long, value_name = "URL")]
     archive_url: Option<String>,
+    /// What this process runs (Kafka's process.roles): `controller` runs a metadata voter only.
+    /// Unset: a complete single node with its metadata in-process.
+    #[arg(long, value_name = "ROLES")]
+    process_roles: Option<String>,
+    /// Address of the metadata node (Raft between voters and the metadata API), e.g.
+    /// 0.0.0.0:9093.
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// The initial metadata voters, the same on every voter: 1@host:9093,2@host:9093,3@host:9093.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum_voters: Option<String>,
     /// Load and validate the configuration, print the effective settings, and exit.
     #[arg(long)]
     check_config: bool,
@@ -86,6 +100,7 @@ fn main() -> ExitCode {
         Command::Archive(cmd) => archive_cmd::run(cmd),
         Command::Groups(cmd) => groups_cmd::run(cmd),
         Command::Replay(args) => replay_cmd::run(*args),
+        Command::Meta(args) => meta_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::ServeArgs;
-use crate::settings::{FlagOverrides, Settings, ignored_env_vars, parse_addr, process_env};
+use crate::settings::{
+    FlagOverrides, Roles, Settings, ignored_env_vars, parse_addr, parse_voters, process_env,
+};
 
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let flags = FlagOverrides {
@@ -21,6 +23,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         advertised_listener: args.advertised_listener,
         admin_listen: args.admin_listen,
         archive_url: args.archive_url,
+        process_roles: args.process_roles,
+        controller_listen: args.controller_listen,
+        controller_quorum_voters: args.controller_quorum_voters,
     };
     let settings = Settings::load(args.config.as_deref(), &process_env(), &flags)?;
     if args.check_config {
@@ -41,7 +46,77 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         .thread_name("sediment")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(settings, args.listeners_file))
+    match settings.roles()? {
+        Roles::Embedded => runtime.block_on(serve(settings, args.listeners_file)),
+        Roles::Controller => runtime.block_on(serve_controller(settings, args.listeners_file)),
+    }
+}
+
+/// A metadata voter only (`process_roles = "controller"`): its Raft log and snapshots under
+/// `<data_dir>/meta`, Raft and the metadata API on `controller.listen`, until SIGTERM/SIGINT.
+async fn serve_controller(
+    settings: Settings,
+    listeners_file: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let voters = parse_voters(&settings.controller.quorum_voters)?;
+    let listen = parse_addr("controller.listen", &settings.controller.listen)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on controller.listen={listen}"))?;
+    let bound = listener.local_addr()?;
+    let node_id = u64::try_from(settings.node_id).context("node_id must not be negative")?;
+    let dir = settings.data_dir.join("meta");
+    if !voters.contains_key(&node_id) {
+        tracing::info!(
+            node_id,
+            "this node is not among controller.quorum_voters: it starts as a new node and \
+             waits to be added (sediment meta add-learner, then add-voter)"
+        );
+    }
+    let meta = sediment_meta::MetaService::open_cluster(
+        &dir,
+        node_id,
+        &voters,
+        sediment_meta::MetaOptions::default(),
+    )
+    .await
+    .with_context(|| format!("cannot open the metadata log in {}", dir.display()))?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(meta.clone().serve(listener, {
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
+    }));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id,
+        controller = %bound,
+        voters = ?voters,
+        data_dir = %dir.display(),
+        "metadata node started"
+    );
+    if let Some(path) = listeners_file {
+        write_listeners_file(
+            &path,
+            &serde_json::json!({ "controller": bound.to_string() }),
+        )?;
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down the metadata node");
+    shutdown.cancel();
+    if let Err(e) = meta.shutdown().await {
+        tracing::error!(error = %e, "metadata node shutdown failed");
+    }
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Writes the bound addresses as JSON, atomically (write then rename).
+fn write_listeners_file(path: &std::path::Path, json: &serde_json::Value) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json.to_string())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn init_tracing(settings: &Settings) {
@@ -144,10 +219,7 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
             "admin": admin_bound.to_string(),
             "advertised": format!("{}:{}", config.advertised_host, config.advertised_port),
         });
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, json.to_string())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        write_listeners_file(&path, &json)?;
     }
 
     wait_for_signal().await;

@@ -25,6 +25,12 @@ pub struct Settings {
     pub node_id: i32,
     /// Cluster id to adopt on first start (default: generated).
     pub cluster_id: Option<String>,
+    /// What this process runs, as Kafka's `process.roles`: `controller` (a metadata voter
+    /// only); `broker` and `broker,controller` need brokers that use the metadata quorum,
+    /// which are not built yet. Unset: one complete node with its metadata in-process.
+    pub process_roles: Option<String>,
+    /// The metadata quorum (`controller.*`).
+    pub controller: ControllerSettings,
     /// Kafka listener.
     pub kafka: KafkaSettings,
     /// Admin HTTP listener.
@@ -72,6 +78,60 @@ pub struct AdminSettings {
     pub listen: String,
 }
 
+/// `[controller]`: the Raft metadata quorum, named as in KRaft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerSettings {
+    /// Address the metadata node listens on (Raft between voters, and the metadata API).
+    pub listen: String,
+    /// The initial voters, `id@host:port` separated by commas (Kafka's
+    /// `controller.quorum.voters`); the same on every voter.
+    pub quorum_voters: String,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9093".into(),
+            quorum_voters: String::new(),
+        }
+    }
+}
+
+/// What a process runs (`process_roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// No `process_roles`: a complete single node (the embedded default).
+    Embedded,
+    /// `controller`: a metadata voter only.
+    Controller,
+}
+
+/// Parses `controller.quorum_voters` (`1@host:port,2@host:port`).
+pub fn parse_voters(value: &str) -> Result<std::collections::BTreeMap<u64, String>> {
+    let setting = "controller.quorum_voters";
+    let mut voters = std::collections::BTreeMap::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('@').with_context(|| {
+            format!("invalid setting {setting}={value}: {part:?} is not ID@HOST:PORT")
+        })?;
+        let id: u64 = id.parse().with_context(|| {
+            format!("invalid setting {setting}={value}: {id:?} is not a node id")
+        })?;
+        let (host, port) = split_host_port(setting, addr)?;
+        if host.is_empty() || port == 0 {
+            bail!("invalid setting {setting}={value}: {addr:?} needs a host and a non-zero port");
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            bail!("invalid setting {setting}={value}: node {id} is listed twice");
+        }
+    }
+    if voters.is_empty() {
+        bail!("invalid setting {setting}={value:?}: list the voters as ID@HOST:PORT,...");
+    }
+    Ok(voters)
+}
+
 /// `[logging]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +148,8 @@ impl Default for Settings {
             data_dir: PathBuf::from("./sediment-data"),
             node_id: 0,
             cluster_id: None,
+            process_roles: None,
+            controller: ControllerSettings::default(),
             kafka: KafkaSettings::default(),
             admin: AdminSettings::default(),
             log: LogDefaults::default(),
@@ -134,7 +196,15 @@ impl Default for LoggingSettings {
 
 /// Sections whose keys are reachable as `SEDIMENT_<SECTION>_<KEY>`. `logging` precedes `log` so
 /// the longer prefix wins.
-const SECTIONS: &[&str] = &["kafka", "admin", "logging", "log", "group", "archive"];
+const SECTIONS: &[&str] = &[
+    "kafka",
+    "admin",
+    "logging",
+    "log",
+    "group",
+    "archive",
+    "controller",
+];
 
 /// Maps an environment variable name (without `SEDIMENT_`, lowercased) to a settings key path.
 pub fn env_key(var: &str) -> String {
@@ -161,6 +231,12 @@ pub struct FlagOverrides {
     pub admin_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_roles: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_quorum_voters: Option<String>,
 }
 
 impl FlagOverrides {
@@ -183,6 +259,15 @@ impl FlagOverrides {
         }
         if let Some(v) = &self.archive_url {
             f = f.merge(Serialized::default("archive.url", v));
+        }
+        if let Some(v) = &self.process_roles {
+            f = f.merge(Serialized::default("process_roles", v));
+        }
+        if let Some(v) = &self.controller_listen {
+            f = f.merge(Serialized::default("controller.listen", v));
+        }
+        if let Some(v) = &self.controller_quorum_voters {
+            f = f.merge(Serialized::default("controller.quorum_voters", v));
         }
         f
     }
@@ -262,6 +347,7 @@ impl Settings {
                 self.node_id
             );
         }
+        self.roles()?;
         match self.logging.format.as_str() {
             "text" | "json" => {}
             other => bail!("invalid setting logging.format={other}: must be text or json"),
@@ -269,6 +355,33 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .with_context(|| format!("invalid setting logging.level={}", self.logging.level))?;
         Ok(())
+    }
+
+    /// What this process runs, from `process_roles` (checked against the other settings).
+    pub fn roles(&self) -> Result<Roles> {
+        let Some(value) = &self.process_roles else {
+            return Ok(Roles::Embedded);
+        };
+        let mut broker = false;
+        for role in value.split(',').map(str::trim) {
+            match role {
+                "broker" => broker = true,
+                "controller" => {}
+                other => bail!(
+                    "invalid setting process_roles={value}: unknown role {other:?} (broker, controller)"
+                ),
+            }
+        }
+        if broker {
+            bail!(
+                "invalid setting process_roles={value}: brokers that use a metadata quorum are not \
+                 built yet; run metadata voters with process_roles=controller, or leave \
+                 process_roles unset for a complete single node with in-process metadata"
+            );
+        }
+        parse_addr("controller.listen", &self.controller.listen)?;
+        parse_voters(&self.controller.quorum_voters)?;
+        Ok(Roles::Controller)
     }
 
     /// The broker's config, given the address the Kafka listener actually bound.
@@ -355,8 +468,11 @@ fn env_settings(env: &[(String, String)]) -> (Vec<(String, String)>, Vec<String>
         let key = env_key(&var.to_ascii_lowercase());
         if known.contains(&key) {
             settings.push((key, value.clone()));
-        } else if var != "CONFIG" && var != "ADMIN_URL" && !var.starts_with("TEST_") {
-            // SEDIMENT_CONFIG and SEDIMENT_ADMIN_URL are flags' variables; SEDIMENT_TEST_*
+        } else if !["CONFIG", "ADMIN_URL", "BOOTSTRAP_CONTROLLER"].contains(&var)
+            && !var.starts_with("TEST_")
+        {
+            // SEDIMENT_CONFIG, SEDIMENT_ADMIN_URL and SEDIMENT_BOOTSTRAP_CONTROLLER are flags'
+            // variables; SEDIMENT_TEST_*
             // are fault-injection switches for tests.
             ignored.push(name.clone());
         }
@@ -607,6 +723,42 @@ mod tests {
                 text.contains(leaf),
                 "deploy/config/sediment.toml lacks {key}"
             );
+        }
+    }
+
+    #[test]
+    fn process_roles_and_quorum_voters_are_checked_with_messages_naming_the_setting() {
+        let load =
+            |pairs: &[(&str, &str)]| Settings::load(None, &env(pairs), &FlagOverrides::default());
+        assert_eq!(load(&[]).unwrap().roles().unwrap(), Roles::Embedded);
+        let s = load(&[
+            ("SEDIMENT_PROCESS_ROLES", "controller"),
+            (
+                "SEDIMENT_CONTROLLER_QUORUM_VOTERS",
+                "1@a:9093, 2@b:9093,3@[::1]:9093",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.roles().unwrap(), Roles::Controller);
+        let voters = parse_voters(&s.controller.quorum_voters).unwrap();
+        assert_eq!(voters[&2], "b:9093");
+        assert_eq!(voters[&3], "[::1]:9093");
+        for (roles, voters, expected) in [
+            ("controller", "", "controller.quorum_voters"),
+            ("controller", "1@a:9093,1@b:9093", "node 1 is listed twice"),
+            ("controller", "x@a:9093", "is not a node id"),
+            ("controller", "1@a", "expected HOST:PORT"),
+            ("controller", "1a:9093", "ID@HOST:PORT"),
+            ("broker,controller", "1@a:9093", "not built yet"),
+            ("kraft", "1@a:9093", "unknown role"),
+        ] {
+            let err = load(&[
+                ("SEDIMENT_PROCESS_ROLES", roles),
+                ("SEDIMENT_CONTROLLER_QUORUM_VOTERS", voters),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected), "{roles} / {voters}: {err}");
         }
     }
 }

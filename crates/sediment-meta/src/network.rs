@@ -9,7 +9,8 @@
 //! - `POST /meta/v1/write`: a [`Command`] → its [`Outcome`];
 //! - `GET /meta/v1/state`: the [`MetaState`] as of a linearizable read;
 //! - `GET /meta/v1/status`: this node's view ([`MetaStatus`]), never forwarded;
-//! - `POST /meta/v1/membership`: a [`MembershipChange`].
+//! - `POST /meta/v1/membership`: a [`MembershipChange`];
+//! - `GET /health/live`, `GET /health/ready` (ready once a leader is known) for probes.
 //!
 //! Errors are `{"error": "…"}` with 503 when another node (or a later attempt) may succeed
 //! (no leader yet, leader unreachable) and 500 when storage failed.
@@ -157,6 +158,8 @@ pub(crate) fn router(meta: MetaService) -> Router {
         .route("/meta/v1/state", get(state))
         .route("/meta/v1/status", get(status))
         .route("/meta/v1/membership", post(membership))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
         // AppendEntries carries up to openraft's max_payload_entries; snapshots come in chunks.
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(meta)
@@ -201,6 +204,14 @@ async fn state(State(meta): State<MetaService>, headers: HeaderMap) -> Response 
 
 async fn status(State(meta): State<MetaService>) -> Response {
     Json(meta.status()).into_response()
+}
+
+/// Ready once a leader is known (this node can answer or forward).
+async fn ready(State(meta): State<MetaService>) -> Response {
+    match meta.status().leader {
+        Some(_) => (StatusCode::OK, "ready\n").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no metadata leader yet\n").into_response(),
+    }
 }
 
 async fn membership(
