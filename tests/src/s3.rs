@@ -301,10 +301,26 @@ impl SeaweedFs {
         }
     }
 
-    /// Starts it again on the same ports and data.
+    /// Starts it again on the same S3 port and data. Its internal ports (master, volume,
+    /// filer, gRPC) are chosen again: while it was down another process may have taken one
+    /// (an outgoing connection's ephemeral port), and weed exits when it cannot bind.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
-        self.spawn().expect("SeaweedFS restarts");
+        let s3 = self.s3_port();
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut ports = free_ports(10);
+            while ports.contains(&s3) {
+                ports = free_ports(10);
+            }
+            ports[6] = s3;
+            self.ports = ports;
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        panic!("SeaweedFS did not restart:\n{}", failures.join("\n---\n"));
     }
 }
 

@@ -51,7 +51,9 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 }
 
 /// Per-partition entries keyed by base offset: the in-memory state any catalog can use.
-#[derive(Debug, Default, Clone)]
+/// Serialized as the list of its entries (by topic id, partition, base offset).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<ArchivedSegment>", into = "Vec<ArchivedSegment>")]
 pub struct CatalogState {
     partitions: HashMap<(Uuid, i32), BTreeMap<i64, ArchivedSegment>>,
 }
@@ -189,6 +191,28 @@ impl CatalogState {
     /// Every entry, for compaction and listings.
     pub fn all(&self) -> impl Iterator<Item = &ArchivedSegment> {
         self.partitions.values().flat_map(|m| m.values())
+    }
+}
+
+impl From<Vec<ArchivedSegment>> for CatalogState {
+    fn from(entries: Vec<ArchivedSegment>) -> Self {
+        let mut state = Self::default();
+        for e in entries {
+            state.add(e);
+        }
+        state
+    }
+}
+
+impl From<CatalogState> for Vec<ArchivedSegment> {
+    fn from(state: CatalogState) -> Self {
+        let mut all: Vec<_> = state
+            .partitions
+            .into_values()
+            .flat_map(|m| m.into_values())
+            .collect();
+        all.sort_by_key(|s| (s.topic_id, s.partition, s.base_offset));
+        all
     }
 }
 

@@ -30,7 +30,8 @@ use crate::catalog::FileCatalog;
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
 use crate::group::GroupCoordinator;
-use crate::group::offsets::FileOffsetStore;
+use crate::group::offsets::{FileOffsetStore, OffsetStore};
+use crate::meta_store::OpenMeta;
 use crate::metrics::Metrics;
 use crate::store::{
     FileMetadataStore, MetadataStore, NodeIdentity, TopicRecord, load_or_create_identity,
@@ -379,14 +380,31 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 }
 
 impl Broker {
-    /// Opens the data directory: takes its lock, loads the identity and topic registry, removes
-    /// leftovers of deleted topics and opens (recovering) every partition log.
+    /// Opens the data directory with its metadata in files there (topics, offsets journal,
+    /// manifest journal): see [`Broker::open_with`].
     pub fn open(
         config: BrokerConfig,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         archive_store: ArchiveStore,
         archive_cache: Arc<dyn ChunkCache>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_with(config, clock, metrics, archive_store, archive_cache, None)
+    }
+
+    /// Opens the data directory: takes its lock, loads the identity and topic registry, removes
+    /// leftovers of deleted topics and opens (recovering) every partition log. With `meta`
+    /// (called with the data directory once its lock is held), topics, producer ids, committed
+    /// offsets and the archive manifest live in the metadata service it opens (metadata files
+    /// of an older data directory are imported into it first); without it, in files in the
+    /// data directory.
+    pub fn open_with(
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        archive_store: ArchiveStore,
+        archive_cache: Arc<dyn ChunkCache>,
+        meta: Option<OpenMeta>,
     ) -> Result<Arc<Self>, BrokerError> {
         let dir = &config.data_dir;
         let storage =
@@ -402,13 +420,31 @@ impl Broker {
         config.log.validate().map_err(BrokerError::InvalidConfig)?;
         let identity = load_or_create_identity(dir, config.node_id, config.cluster_id.as_deref())?;
         remove_deleted_dirs(dir);
-        let store: Box<dyn MetadataStore> = Box::new(FileMetadataStore::new(dir));
-        let records = store.load_topics()?;
         config
             .group
             .validate()
             .map_err(BrokerError::InvalidConfig)?;
-        let offsets = Arc::new(FileOffsetStore::open(dir)?);
+        let (store, offsets, catalog): (
+            Box<dyn MetadataStore>,
+            Arc<dyn OffsetStore>,
+            Arc<dyn Catalog>,
+        ) = match meta {
+            Some(open_meta) => {
+                let meta = open_meta(dir)?;
+                meta.import_files(dir)?;
+                (
+                    Box::new(meta.clone()),
+                    Arc::new(meta.clone()),
+                    Arc::new(meta),
+                )
+            }
+            None => (
+                Box::new(FileMetadataStore::new(dir)),
+                Arc::new(FileOffsetStore::open(dir)?),
+                Arc::new(FileCatalog::open(dir)?),
+            ),
+        };
+        let records = store.load_topics()?;
         let groups = GroupCoordinator::new(config.group.clone(), Arc::clone(&clock), offsets);
         let archive = Archive::new(
             archive_store,
@@ -417,7 +453,6 @@ impl Broker {
             config.max_decompressed_batch_bytes,
         )
         .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-        let catalog: Arc<dyn Catalog> = Arc::new(FileCatalog::open(dir)?);
         let reader = Arc::new(ArchiveReader::new(
             archive.store().clone(),
             Arc::clone(&catalog),

@@ -1,6 +1,7 @@
 //! The archive manifest of a single broker: [`sediment_archive::Catalog`] over a journal at
 //! `<data dir>/archive-manifest.log` (see [`crate::journal`]). Every commit and removal is
-//! fsynced before it returns. The Raft metadata service will implement the same trait.
+//! fsynced before it returns. The broker keeps the manifest in the Raft metadata service now
+//! (`meta_store.rs`); this store remains to import a data directory from before it.
 
 use std::path::Path;
 

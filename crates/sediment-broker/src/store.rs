@@ -1,8 +1,8 @@
 //! Durable cluster metadata of a single broker: its identity and the topic registry.
 //!
-//! Topics live behind [`MetadataStore`] so the Raft metadata service can take over without the
-//! handlers changing. Until then [`FileMetadataStore`] keeps them in `<data dir>/topics.json`,
-//! replaced atomically (write temp, fsync, rename, fsync dir) on every change.
+//! Topics live behind [`MetadataStore`]; the broker keeps them in the Raft metadata service
+//! (`meta_store.rs`). [`FileMetadataStore`] (`<data dir>/topics.json`, replaced atomically on
+//! every change) remains to import a data directory from before it, and for unit tests.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -91,6 +91,22 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerEr
     Ok(())
 }
 
+impl FileMetadataStore {
+    /// The first producer id not yet reserved (0 before the first reservation).
+    pub fn next_producer_id(&self) -> Result<i64, BrokerError> {
+        let path = &self.producer_ids_path;
+        match fs::read(path) {
+            Ok(bytes) => {
+                let file: ProducerIdsFile =
+                    serde_json::from_slice(&bytes).map_err(|e| storage(path, e))?;
+                Ok(file.next)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(storage(path, e)),
+        }
+    }
+}
+
 impl MetadataStore for FileMetadataStore {
     fn load_topics(&self) -> Result<Vec<TopicRecord>, BrokerError> {
         let bytes = match fs::read(&self.path) {
@@ -122,15 +138,7 @@ impl MetadataStore for FileMetadataStore {
 
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, BrokerError> {
         let path = &self.producer_ids_path;
-        let next = match fs::read(path) {
-            Ok(bytes) => {
-                let file: ProducerIdsFile =
-                    serde_json::from_slice(&bytes).map_err(|e| storage(path, e))?;
-                file.next
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(storage(path, e)),
-        };
+        let next = self.next_producer_id()?;
         let end = next
             .checked_add(count)
             .ok_or_else(|| storage(path, "producer ids exhausted"))?;

@@ -4,7 +4,10 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
-use sediment_broker::{AdminState, Broker, Health, Metrics, serve_admin, serve_kafka};
+use sediment_broker::{
+    AdminState, Broker, BrokerError, Health, MetaStores, Metrics, OpenMeta, serve_admin,
+    serve_kafka,
+};
 use sediment_log::SystemClock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -187,20 +190,64 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         archive = %archive_url_for_log(&settings, &default_archive),
         "starting sediment broker"
     );
+    // The embedded default: the metadata service as a single voter in this process, its Raft
+    // log and snapshots under <data_dir>/meta, opened once the broker holds the data
+    // directory's lock. It runs on a runtime of its own: the broker's storage calls wait for
+    // metadata writes on the broker's threads (sometimes under a lock other requests want),
+    // and those writes must not need a broker thread to finish.
+    let meta_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sediment-meta")
+        .enable_all()
+        .build()
+        .context("cannot start the metadata service's runtime")?;
+    let meta_cell: Arc<OnceLock<sediment_meta::MetaService>> = Arc::new(OnceLock::new());
+    let open_meta: OpenMeta = {
+        let handle = meta_runtime.handle().clone();
+        let cell = Arc::clone(&meta_cell);
+        let node_id = config.node_id;
+        Box::new(move |dir: &std::path::Path| {
+            let meta_dir = dir.join("meta");
+            let id = u64::try_from(node_id)
+                .map_err(|_| BrokerError::InvalidConfig("node_id must not be negative".into()))?;
+            let meta = handle
+                .block_on(sediment_meta::MetaService::open_single(
+                    &meta_dir,
+                    id,
+                    sediment_meta::MetaOptions::default(),
+                ))
+                .map_err(|e| {
+                    BrokerError::Storage(format!(
+                        "cannot open the metadata log in {}: {e}",
+                        meta_dir.display()
+                    ))
+                })?;
+            let _ = cell.set(meta.clone());
+            Ok(MetaStores::new(meta, node_id))
+        })
+    };
     let broker = {
         let config = config.clone();
         let metrics = Arc::clone(&metrics);
         tokio::task::spawn_blocking(move || {
-            Broker::open(
+            Broker::open_with(
                 config,
                 Arc::new(SystemClock),
                 metrics,
                 archive_store,
                 archive_cache,
+                Some(open_meta),
             )
         })
         .await
-        .context("broker start-up task failed")??
+        .context("broker start-up task failed")?
+    };
+    let broker = match broker {
+        Ok(b) => b,
+        Err(e) => {
+            meta_runtime.shutdown_background();
+            return Err(e.into());
+        }
     };
     let _ = broker_cell.set(Arc::clone(&broker));
     let background = tokio::spawn(Arc::clone(&broker).run_background(shutdown.clone()));
@@ -237,6 +284,12 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
         Err(e) => tracing::error!(error = %e, "final flush task failed"),
     }
+    if let Some(meta) = meta_cell.get()
+        && let Err(e) = meta.shutdown().await
+    {
+        tracing::error!(error = %e, "metadata service shutdown failed");
+    }
+    meta_runtime.shutdown_background();
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())

@@ -1,9 +1,10 @@
 //! [`MetaClient`]: the typed client of a metadata cluster, over the HTTP API of
 //! `network.rs`. Any voter answers (followers forward to the leader); while no leader is
 //! elected, or a voter is down, the client retries the next voter with backoff until its
-//! deadline. Every command is safe to retry: a retried one either finds its effect already
-//! applied (`Outcome::Unchanged`, or the same committed offset again) or, for producer-id
-//! blocks, is handed a fresh block, leaving the first one unused.
+//! deadline. A command retried after it did commit changes nothing more: it finds its effect
+//! already applied (`Outcome::Unchanged`, or the same committed offset again) or, for
+//! producer-id blocks, is handed a fresh block, leaving the first one unused. (A change made
+//! by another writer between the two tries is not protected against.)
 
 use std::time::{Duration, Instant};
 

@@ -83,6 +83,10 @@ fn write_error(e: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNod
     use openraft::error::ClientWriteError;
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(&f),
+        // Another membership change is still being committed: try again shortly.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            e @ openraft::error::ChangeMembershipError::InProgress(_),
+        )) => MetaError::Unavailable(e.to_string()),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             MetaError::Refused(e.to_string())
         }
@@ -438,6 +442,32 @@ impl MetaService {
         }
     }
 
+    /// Runs `f` on this node's current state, without a network round trip or a copy. On the
+    /// leader (and the embedded single voter) it holds every acknowledged write; on a follower
+    /// it may lag. Keep `f` short: it holds the state machine's lock.
+    pub fn view<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
+        self.sm.view(f)
+    }
+
+    /// [`MetaService::write`] for callers that are not async (the broker's storage traits):
+    /// waits for the outcome, blocking this thread (on a multi-threaded tokio runtime, with
+    /// `block_in_place`, so other tasks move to another worker). Must not be called on a
+    /// current-thread runtime's thread.
+    pub fn write_blocking(&self, cmd: Command) -> Result<Outcome, MetaError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Pending { cmd, reply })
+            .map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let answer = if multi_thread {
+            tokio::task::block_in_place(|| answer.blocking_recv())
+        } else {
+            answer.blocking_recv()
+        };
+        answer.map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?
+    }
+
     /// The state, as of a linearizable read: everything committed before the call is in it.
     /// On a follower the read is forwarded to the leader.
     pub async fn read(&self) -> Result<MetaState, MetaError> {
@@ -457,7 +487,7 @@ impl MetaService {
                     )) => not_leader(&f),
                     other => MetaError::Raft(other.to_string()),
                 })?;
-                Ok(self.sm.state().await)
+                Ok(self.sm.state())
             }
         }
     }
@@ -894,11 +924,24 @@ mod cluster_tests {
             .unwrap();
         assert_eq!(after.voters.len(), 3, "{after:?}");
         assert!(!after.voters.contains(&leader) && !after.nodes.contains_key(&leader));
-        // The new voter has the whole state.
+        // The new voter has the whole state, in its own state machine.
         all.write(&commit("g", 3)).await.unwrap();
-        let s4 = n4.meta.read().await.unwrap();
-        assert_eq!(s4.offsets["g"]["t"][&0].offset, 3);
-        assert!(s4.topics.contains_key("t"));
+        let mut caught_up = false;
+        for _ in 0..200 {
+            caught_up = n4.meta.view(|s| {
+                s.topics.contains_key("t")
+                    && s.offsets
+                        .get("g")
+                        .and_then(|g| g.get("t"))
+                        .and_then(|t| t.get(&0))
+                        .is_some_and(|o| o.offset == 3)
+            });
+            if caught_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(caught_up, "node 4 applied every write");
         // Refused changes say why and are not retried.
         let err = all
             .change_membership(&MembershipChange::AddVoters { ids: vec![99] })

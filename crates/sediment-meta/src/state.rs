@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sediment_archive::ArchivedSegment;
+use sediment_archive::{ArchivedSegment, CatalogState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -74,8 +74,8 @@ pub struct MetaState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Committed offsets: group, topic, partition.
     pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<i32, CommittedOffset>>>,
-    /// The manifest of archived segments: topic id, partition, base offset.
-    pub segments: BTreeMap<Uuid, BTreeMap<i32, BTreeMap<i64, ArchivedSegment>>>,
+    /// The manifest of archived segments, with the catalog rules of `sediment-archive`.
+    pub segments: CatalogState,
     /// Next producer id to hand out.
     pub next_producer_id: i64,
 }
@@ -105,7 +105,8 @@ pub enum Command {
         /// Config overrides.
         configs: BTreeMap<String, String>,
     },
-    /// Deletes a topic, its committed offsets and its manifest entries.
+    /// Deletes a topic and its committed offsets. Its manifest entries stay until
+    /// [`Command::RemoveTopicSegments`] (the archiver deletes their objects first).
     DeleteTopic {
         /// Name.
         name: String,
@@ -119,10 +120,13 @@ pub enum Command {
         /// Overrides to remove.
         remove: Vec<String>,
     },
-    /// Adds partitions led by `leaders`.
+    /// Adds partitions led by `leaders` to a topic that has `current` partitions (so a
+    /// retried command adds nothing twice).
     AddPartitions {
         /// Name.
         name: String,
+        /// The partition count the change starts from.
+        current: usize,
         /// Leader of each new partition.
         leaders: Vec<i32>,
     },
@@ -147,6 +151,13 @@ pub enum Command {
         /// Group id.
         group: String,
     },
+    /// Forgets some partitions' offsets of a group (OffsetDelete).
+    DeleteOffsets {
+        /// Group id.
+        group: String,
+        /// (topic, partition) pairs.
+        partitions: Vec<(String, i32)>,
+    },
     /// Adds an archived segment to the manifest (the catalog rules of `sediment-archive`).
     CommitSegment {
         /// The entry.
@@ -160,6 +171,11 @@ pub enum Command {
         partition: i32,
         /// First offset to keep.
         offset: i64,
+    },
+    /// Removes every manifest entry of a topic.
+    RemoveTopicSegments {
+        /// Topic id.
+        topic_id: Uuid,
     },
     /// Hands out a block of producer ids.
     AllocateProducerIds {
@@ -252,14 +268,13 @@ impl MetaState {
                 Outcome::Done
             }
             Command::DeleteTopic { name } => {
-                let Some(t) = self.topics.remove(name) else {
+                if self.topics.remove(name).is_none() {
                     return Outcome::Unchanged;
-                };
+                }
                 for topics in self.offsets.values_mut() {
                     topics.remove(name);
                 }
                 self.offsets.retain(|_, topics| !topics.is_empty());
-                self.segments.remove(&t.id);
                 Outcome::Done
             }
             Command::AlterTopicConfigs { name, set, remove } => {
@@ -273,10 +288,23 @@ impl MetaState {
                     .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Outcome::Done
             }
-            Command::AddPartitions { name, leaders } => {
+            Command::AddPartitions {
+                name,
+                current,
+                leaders,
+            } => {
                 let Some(t) = self.topics.get_mut(name) else {
                     return Outcome::Refused(format!("unknown topic {name}"));
                 };
+                if t.partitions.len() == current + leaders.len() {
+                    return Outcome::Unchanged;
+                }
+                if t.partitions.len() != *current {
+                    return Outcome::Refused(format!(
+                        "topic {name} has {} partitions, not {current}",
+                        t.partitions.len()
+                    ));
+                }
                 t.partitions
                     .extend(leaders.iter().map(|&leader| PartitionMeta {
                         leader,
@@ -315,28 +343,49 @@ impl MetaState {
                 Some(_) => Outcome::Done,
                 None => Outcome::Unchanged,
             },
-            Command::CommitSegment { segment } => self.commit_segment(segment),
+            Command::DeleteOffsets { group, partitions } => {
+                let Some(g) = self.offsets.get_mut(group) else {
+                    return Outcome::Unchanged;
+                };
+                let mut changed = false;
+                for (topic, partition) in partitions {
+                    if let Some(t) = g.get_mut(topic) {
+                        changed |= t.remove(partition).is_some();
+                        if t.is_empty() {
+                            g.remove(topic);
+                        }
+                    }
+                }
+                if g.is_empty() {
+                    self.offsets.remove(group);
+                }
+                if changed {
+                    Outcome::Done
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Command::CommitSegment { segment } => match self.segments.check(segment) {
+                Ok(true) => {
+                    self.segments.add(segment.clone());
+                    Outcome::Done
+                }
+                Ok(false) => Outcome::Unchanged,
+                Err(e) => Outcome::Refused(e.to_string()),
+            },
             Command::RemoveSegmentsBefore {
                 topic_id,
                 partition,
                 offset,
             } => {
-                let Some(entries) = self
-                    .segments
-                    .get_mut(topic_id)
-                    .and_then(|t| t.get_mut(partition))
-                else {
-                    return Outcome::Removed(Vec::new());
-                };
-                let mut removed = Vec::new();
-                entries.retain(|_, s| {
-                    let keep = s.next_offset() > *offset;
-                    if !keep {
-                        removed.push(s.key.clone());
-                    }
-                    keep
-                });
-                Outcome::Removed(removed)
+                let removed = self.segments.before(*topic_id, *partition, *offset);
+                self.segments.remove_before(*topic_id, *partition, *offset);
+                Outcome::Removed(removed.into_iter().map(|s| s.key).collect())
+            }
+            Command::RemoveTopicSegments { topic_id } => {
+                let removed = self.segments.topic(*topic_id);
+                self.segments.remove_topic(*topic_id);
+                Outcome::Removed(removed.into_iter().map(|s| s.key).collect())
             }
             Command::Batch(cmds) => Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
             Command::AllocateProducerIds { count } => {
@@ -351,35 +400,6 @@ impl MetaState {
                 }
             }
         }
-    }
-
-    /// The manifest rules: ascending, no overlap, a retried commit changes nothing.
-    fn commit_segment(&mut self, segment: &ArchivedSegment) -> Outcome {
-        if segment.last_offset < segment.base_offset {
-            return Outcome::Refused(format!("entry {} ends before it starts", segment.key));
-        }
-        let entries = self
-            .segments
-            .entry(segment.topic_id)
-            .or_default()
-            .entry(segment.partition)
-            .or_default();
-        if let Some(existing) = entries.get(&segment.base_offset)
-            && existing.last_offset == segment.last_offset
-            && existing.key == segment.key
-        {
-            return Outcome::Unchanged;
-        }
-        if let Some((_, last)) = entries.last_key_value()
-            && segment.base_offset <= last.last_offset
-        {
-            return Outcome::Refused(format!(
-                "entry {} for offsets {}..={} overlaps or precedes {}",
-                segment.key, segment.base_offset, segment.last_offset, last.key
-            ));
-        }
-        entries.insert(segment.base_offset, segment.clone());
-        Outcome::Done
     }
 }
 
@@ -477,7 +497,7 @@ mod tests {
             }
         );
 
-        // Deleting the topic drops its offsets and manifest.
+        // Deleting the topic drops its offsets; its manifest entries go separately.
         s.apply(&Command::CommitSegment {
             segment: segment(0, 9, "a"),
         });
@@ -488,7 +508,14 @@ mod tests {
             Outcome::Done
         );
         assert!(s.offsets.is_empty());
-        assert!(s.segments.is_empty());
+        assert_eq!(s.segments.all().count(), 1);
+        assert_eq!(
+            s.apply(&Command::RemoveTopicSegments {
+                topic_id: Uuid::from_u128(7)
+            }),
+            Outcome::Removed(vec!["a".into()])
+        );
+        assert_eq!(s.segments.all().count(), 0);
     }
 
     #[test]
@@ -520,5 +547,38 @@ mod tests {
             }),
             Outcome::Removed(vec!["a".into()])
         );
+        // The manifest survives a JSON round trip (snapshots) unchanged.
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MetaState>(&json).unwrap(), s);
+        assert_eq!(s.segments.segments(Uuid::from_u128(7), 0).len(), 1);
+    }
+
+    #[test]
+    fn offsets_of_some_partitions_can_be_deleted() {
+        let mut s = MetaState::default();
+        let commit = |partition| Command::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![OffsetToCommit {
+                topic: "t".into(),
+                partition,
+                offset: CommittedOffset {
+                    offset: 1,
+                    metadata: None,
+                    leader_epoch: -1,
+                    commit_timestamp_ms: 0,
+                },
+            }],
+        };
+        s.apply(&commit(0));
+        s.apply(&commit(1));
+        let delete = |p: i32| Command::DeleteOffsets {
+            group: "g".into(),
+            partitions: vec![("t".into(), p)],
+        };
+        assert_eq!(s.apply(&delete(0)), Outcome::Done);
+        assert_eq!(s.apply(&delete(0)), Outcome::Unchanged);
+        assert_eq!(s.offsets["g"]["t"].len(), 1);
+        assert_eq!(s.apply(&delete(1)), Outcome::Done);
+        assert!(s.offsets.is_empty(), "an empty group is forgotten");
     }
 }

@@ -201,6 +201,12 @@ struct SnapshotBody {
     state: MetaState,
 }
 
+/// [`SnapshotBody`] serialized from a borrowed state (no copy of it).
+#[derive(Serialize)]
+struct SnapshotBodyRef<'a> {
+    state: &'a MetaState,
+}
+
 #[derive(Debug, Default)]
 struct Machine {
     last_applied: Option<LogId<NodeId>>,
@@ -213,8 +219,11 @@ struct Machine {
 /// The state machine: [`MetaState`] in memory, snapshots in `snapshot.json`.
 #[derive(Debug, Clone)]
 pub(crate) struct StateMachine {
-    machine: Arc<tokio::sync::RwLock<Machine>>,
+    machine: Arc<parking_lot::RwLock<Machine>>,
     snapshot_path: PathBuf,
+    /// Held while `snapshot.json` is written: openraft may build a snapshot in the background
+    /// while one received from the leader is installed.
+    persisting: Arc<parking_lot::Mutex<()>>,
 }
 
 impl StateMachine {
@@ -237,23 +246,40 @@ impl StateMachine {
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         }
         Ok(Self {
-            machine: Arc::new(tokio::sync::RwLock::new(machine)),
+            machine: Arc::new(parking_lot::RwLock::new(machine)),
             snapshot_path,
+            persisting: Arc::new(parking_lot::Mutex::new(())),
         })
     }
 
     /// A copy of the current state.
-    pub(crate) async fn state(&self) -> MetaState {
-        self.machine.read().await.state.clone()
+    pub(crate) fn state(&self) -> MetaState {
+        self.machine.read().state.clone()
     }
 
-    /// Writes `snapshot` durably: a temporary file, fsync, rename.
-    fn persist(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+    /// Runs `f` on the current state (no copy; keep `f` short, it holds the lock).
+    pub(crate) fn view<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
+        f(&self.machine.read().state)
+    }
+
+    /// Writes `snapshot` durably (a temporary file, fsync, rename) and makes it the current
+    /// one, unless a newer one was stored meanwhile (then nothing is written; `false`).
+    fn persist(&self, snapshot: StoredSnapshot) -> Result<bool, StorageError<NodeId>> {
+        let _writing = self.persisting.lock();
+        let newer_stored = self
+            .machine
+            .read()
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_log_id > snapshot.meta.last_log_id);
+        if newer_stored {
+            return Ok(false);
+        }
         let err = |e: std::io::Error| -> StorageError<NodeId> {
             StorageIOError::write_snapshot(Some(snapshot.meta.signature()), &e).into()
         };
         let tmp = self.snapshot_path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(snapshot)
+        let bytes = serde_json::to_vec(&snapshot)
             .map_err(std::io::Error::other)
             .map_err(err)?;
         {
@@ -268,33 +294,39 @@ impl StateMachine {
                 .and_then(|d| d.sync_all())
                 .map_err(err)?;
         }
-        Ok(())
+        self.machine.write().snapshot = Some(snapshot);
+        Ok(true)
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let mut m = self.machine.write().await;
-        let body = SnapshotBody {
-            state: m.state.clone(),
+        // Serialized under a read lock (reads go on; applies wait), written (fsync) after it.
+        let (data, meta) = {
+            let m = self.machine.read();
+            let data = serde_json::to_vec(&SnapshotBodyRef { state: &m.state })
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            (data, (m.last_applied, m.last_membership.clone()))
         };
-        let data = serde_json::to_vec(&body).map_err(|e| StorageIOError::read_state_machine(&e))?;
-        m.snapshots_built += 1;
-        let snapshot_id = match m.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, m.snapshots_built),
-            None => format!("none-{}", m.snapshots_built),
+        let (last_log_id, last_membership) = meta;
+        let built = {
+            let mut m = self.machine.write();
+            m.snapshots_built += 1;
+            m.snapshots_built
+        };
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{built}", id.leader_id, id.index),
+            None => format!("none-{built}"),
         };
         let meta = SnapshotMeta {
-            last_log_id: m.last_applied,
-            last_membership: m.last_membership.clone(),
+            last_log_id,
+            last_membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
+        self.persist(StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
-        };
-        self.persist(&stored)?;
-        m.snapshot = Some(stored);
+        })?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -308,7 +340,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError<NodeId>> {
-        let m = self.machine.read().await;
+        let m = self.machine.read();
         Ok((m.last_applied, m.last_membership.clone()))
     }
 
@@ -317,7 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut m = self.machine.write().await;
+        let mut m = self.machine.write();
         let mut out = Vec::new();
         for entry in entries {
             m.last_applied = Some(entry.log_id);
@@ -351,23 +383,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let body: SnapshotBody = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let stored = StoredSnapshot {
+        // Stored first, then the state replaced: a crash in between restarts from it.
+        self.persist(StoredSnapshot {
             meta: meta.clone(),
             data,
-        };
-        self.persist(&stored)?;
-        let mut m = self.machine.write().await;
+        })?;
+        let mut m = self.machine.write();
         m.last_applied = meta.last_log_id;
         m.last_membership = meta.last_membership.clone();
         m.state = body.state;
-        m.snapshot = Some(stored);
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let m = self.machine.read().await;
+        let m = self.machine.read();
         Ok(m.snapshot.as_ref().map(|s| Snapshot {
             meta: s.meta.clone(),
             snapshot: Box::new(Cursor::new(s.data.clone())),
@@ -450,6 +481,6 @@ mod tests {
         // re-applies the third from the log.
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied, Some(log_id(3, 1, 2)));
-        assert_eq!(sm.state().await.next_producer_id, 20);
+        assert_eq!(sm.state().next_producer_id, 20);
     }
 }

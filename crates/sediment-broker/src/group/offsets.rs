@@ -1,5 +1,6 @@
-//! Committed consumer offsets, behind [`OffsetStore`] so the Raft metadata service can take them
-//! over without the coordinator changing.
+//! Committed consumer offsets, behind [`OffsetStore`]. The broker keeps them in the Raft
+//! metadata service (`meta_store.rs`); [`FileOffsetStore`] remains to import a data directory
+//! from before it, and for unit tests.
 //!
 //! [`FileOffsetStore`] keeps every offset in memory and a journal on disk at
 //! `<data dir>/groups/offsets.log`: one line per change, `<crc32c as 8 hex digits> <json>\n`.
