@@ -94,6 +94,10 @@ fn write_error(e: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNod
     }
 }
 
+fn shut_down() -> MetaError {
+    MetaError::Raft("the metadata node is shut down".into())
+}
+
 /// How a node snapshots and compacts its log.
 #[derive(Debug, Clone, Copy)]
 pub struct MetaOptions {
@@ -417,14 +421,20 @@ impl MetaService {
         self.write_or_forward(cmd, true).await
     }
 
-    async fn write_local(&self, cmd: Command) -> Result<Outcome, MetaError> {
+    /// Queues `cmd` for the group commit; the receiver gets its outcome.
+    fn enqueue(
+        &self,
+        cmd: Command,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Outcome, MetaError>>, MetaError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(Pending { cmd, reply })
-            .map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?;
-        answer
-            .await
-            .map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?
+            .map_err(|_| shut_down())?;
+        Ok(answer)
+    }
+
+    async fn write_local(&self, cmd: Command) -> Result<Outcome, MetaError> {
+        self.enqueue(cmd)?.await.map_err(|_| shut_down())?
     }
 
     pub(crate) async fn write_or_forward(
@@ -454,10 +464,7 @@ impl MetaService {
     /// `block_in_place`, so other tasks move to another worker). Must not be called on a
     /// current-thread runtime's thread.
     pub fn write_blocking(&self, cmd: Command) -> Result<Outcome, MetaError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .send(Pending { cmd, reply })
-            .map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?;
+        let answer = self.enqueue(cmd)?;
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let answer = if multi_thread {
@@ -465,7 +472,7 @@ impl MetaService {
         } else {
             answer.blocking_recv()
         };
-        answer.map_err(|_| MetaError::Raft("the metadata node is shut down".into()))?
+        answer.map_err(|_| shut_down())?
     }
 
     /// The state, as of a linearizable read: everything committed before the call is in it.
