@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Command, MembershipChange, MetaError, MetaState, MetaStatus, Outcome};
+use crate::{
+    Changes, Command, Heartbeat, MembershipChange, MetaError, MetaState, MetaStatus, Outcome,
+    Written,
+};
 
 /// A client of the metadata voters.
 #[derive(Debug, Clone)]
@@ -62,7 +65,28 @@ impl MetaClient {
 
     /// Replicates `cmd` and returns its outcome (see [`crate::MetaService::write`]).
     pub async fn write(&self, cmd: &Command) -> Result<Outcome, MetaError> {
+        Ok(self.write_indexed(cmd).await?.outcome)
+    }
+
+    /// [`MetaClient::write`], with the log index the command was applied at.
+    pub async fn write_indexed(&self, cmd: &Command) -> Result<Written, MetaError> {
         self.call(reqwest::Method::POST, "/meta/v1/write", Some(cmd))
+            .await
+    }
+
+    /// What a voter applied after log index `after`, waiting up to `wait` (at most 10 s) for
+    /// something new.
+    pub async fn changes(&self, after: u64, wait: Duration) -> Result<Changes, MetaError> {
+        let path = format!(
+            "/meta/v1/changes?after={after}&wait_ms={}",
+            wait.as_millis()
+        );
+        self.call::<(), _>(reqwest::Method::GET, &path, None).await
+    }
+
+    /// Sends a broker's heartbeat to the leader.
+    pub async fn heartbeat(&self, beat: Heartbeat) -> Result<Outcome, MetaError> {
+        self.call(reqwest::Method::POST, "/meta/v1/heartbeat", Some(&beat))
             .await
     }
 

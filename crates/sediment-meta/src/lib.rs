@@ -13,6 +13,7 @@
 
 mod client;
 mod network;
+mod replica;
 pub mod state;
 mod store;
 
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -32,10 +33,11 @@ use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 pub use client::MetaClient;
+pub use replica::MetaReplica;
 
 pub use state::{
-    BrokerInfo, Command, CommittedOffset, MetaState, OffsetToCommit, Outcome, PartitionMeta,
-    TopicMeta,
+    BrokerInfo, Changes, Command, CommittedOffset, MetaState, OffsetToCommit, Outcome,
+    PartitionMeta, TopicMeta,
 };
 
 openraft::declare_raft_types!(
@@ -98,9 +100,12 @@ fn shut_down() -> MetaError {
     MetaError::Raft("the metadata node is shut down".into())
 }
 
-/// How a node snapshots and compacts its log.
+/// How a node snapshots and compacts its log, and fences silent brokers.
 #[derive(Debug, Clone, Copy)]
 pub struct MetaOptions {
+    /// A broker that has not heartbeated to the leader for this long is fenced (Kafka's
+    /// `broker.session.timeout.ms`, 9 s by default).
+    pub broker_session_timeout: Duration,
     /// A snapshot is built after this many entries since the last one; the log before it is
     /// then purged except for the last `logs_kept`.
     pub snapshot_every: u64,
@@ -111,6 +116,7 @@ pub struct MetaOptions {
 impl Default for MetaOptions {
     fn default() -> Self {
         Self {
+            broker_session_timeout: Duration::from_secs(9),
             snapshot_every: 10_000,
             logs_kept: 1_000,
         }
@@ -166,10 +172,29 @@ pub struct MetaStatus {
     pub nodes: BTreeMap<u64, String>,
 }
 
+/// A committed write: its outcome and the log index it was applied at (a node whose applied
+/// index has reached it shows its effect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// What applying it gave.
+    pub outcome: Outcome,
+    /// Its log index.
+    pub index: u64,
+}
+
+/// A broker's heartbeat to the metadata leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Broker node id.
+    pub id: i32,
+    /// Its registration epoch.
+    pub epoch: u64,
+}
+
 /// Writes waiting for the group commit.
 struct Pending {
     cmd: Command,
-    reply: tokio::sync::oneshot::Sender<Result<Outcome, MetaError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Written, MetaError>>,
 }
 
 /// Most commands in one log entry.
@@ -199,18 +224,24 @@ async fn group_commit(
                 .unwrap_or(Command::Batch(Vec::new()))
         };
         match raft.client_write(cmd).await {
-            Ok(r) => match r.data {
-                Outcome::Batch(outcomes) if batched => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
+            Ok(r) => {
+                let index = r.log_id.index;
+                match r.data {
+                    Outcome::Batch(outcomes) if batched => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(Written { outcome, index }));
+                        }
+                    }
+                    outcome => {
+                        for reply in replies {
+                            let _ = reply.send(Ok(Written {
+                                outcome: outcome.clone(),
+                                index,
+                            }));
+                        }
                     }
                 }
-                outcome => {
-                    for reply in replies {
-                        let _ = reply.send(Ok(outcome.clone()));
-                    }
-                }
-            },
+            }
             Err(e) => {
                 let e = write_error(e);
                 for reply in replies {
@@ -233,6 +264,10 @@ pub struct MetaService {
     queue: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// For forwarding to the leader; `None` for the embedded single voter, which has no peers.
     http: Option<reqwest::Client>,
+    options: MetaOptions,
+    /// When each broker (by id: registration epoch, instant) last heartbeated to this node
+    /// while it led.
+    heartbeats: Arc<parking_lot::Mutex<std::collections::HashMap<i32, (u64, Instant)>>>,
 }
 
 impl std::fmt::Debug for MetaService {
@@ -275,6 +310,7 @@ impl MetaService {
         sm: store::StateMachine,
         node_id: u64,
         http: Option<reqwest::Client>,
+        options: MetaOptions,
     ) -> Self {
         let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(group_commit(raft.clone(), rx));
@@ -284,6 +320,8 @@ impl MetaService {
             node_id,
             queue,
             http,
+            options,
+            heartbeats: Default::default(),
         }
     }
 
@@ -315,7 +353,7 @@ impl MetaService {
             .state(ServerState::Leader, "the single voter leads")
             .await
             .map_err(|e| raft_err(e.to_string()))?;
-        Ok(Self::started(raft, sm, node_id, None))
+        Ok(Self::started(raft, sm, node_id, None, options))
     }
 
     /// Opens a node of a metadata cluster whose log and snapshots live in `dir`. `voters` maps
@@ -356,18 +394,134 @@ impl MetaService {
                 Err(e) => return Err(MetaError::Raft(e.to_string())),
             }
         }
-        Ok(Self::started(raft, sm, node_id, Some(http)))
+        Ok(Self::started(raft, sm, node_id, Some(http), options))
     }
 
-    /// Serves Raft's RPCs and the client API on `listener` until `shutdown` completes.
+    /// Serves Raft's RPCs and the client API on `listener` until `shutdown` completes; while
+    /// this node leads, fences brokers that stop heartbeating.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, network::router(self))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let fencing = self.clone().fence_silent_brokers();
+        let server = axum::serve(listener, network::router(self)).with_graceful_shutdown(shutdown);
+        tokio::select! {
+            served = server => served,
+            () = fencing => Ok(()),
+        }
+    }
+
+    /// While this node leads: fences every unfenced broker that has not heartbeated for the
+    /// session timeout (counted from when this node became leader, or from the broker's
+    /// registration, when later). Runs until the node shuts down.
+    async fn fence_silent_brokers(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut leading_since: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            if self.status().leader != Some(self.node_id) {
+                leading_since = None;
+                if self.raft.metrics().borrow().state == ServerState::Shutdown {
+                    return;
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let since = *leading_since.get_or_insert(now);
+            let brokers: Vec<(i32, u64)> =
+                self.view(|s| s.live_brokers().map(|(id, b)| (id, b.epoch)).collect());
+            let silent: Vec<(i32, u64)> = {
+                let mut seen = self.heartbeats.lock();
+                brokers
+                    .into_iter()
+                    .filter(|(id, epoch)| {
+                        let last = seen.entry(*id).or_insert((*epoch, now));
+                        if last.0 != *epoch {
+                            // A new registration: its session starts now.
+                            *last = (*epoch, now);
+                        }
+                        now.duration_since(last.1.max(since)) > self.options.broker_session_timeout
+                    })
+                    .collect()
+            };
+            for (id, epoch) in silent {
+                match self.write_local(Command::FenceBroker { id, epoch }).await {
+                    Ok(_) => tracing::warn!(
+                        broker = id,
+                        epoch,
+                        timeout_ms = self.options.broker_session_timeout.as_millis() as u64,
+                        "fenced a broker that stopped heartbeating"
+                    ),
+                    Err(e) => tracing::debug!(broker = id, error = %e, "could not fence a broker"),
+                }
+            }
+        }
+    }
+
+    /// A broker's heartbeat (on the leader; forwarded there from a follower). A fenced broker
+    /// is unfenced; a registration epoch that is not the current one is refused, and the
+    /// broker must register again.
+    pub async fn heartbeat(&self, beat: Heartbeat) -> Result<Outcome, MetaError> {
+        self.heartbeat_or_forward(beat, true).await
+    }
+
+    pub(crate) async fn heartbeat_or_forward(
+        &self,
+        beat: Heartbeat,
+        may_forward: bool,
+    ) -> Result<Outcome, MetaError> {
+        if let Some(addr) = self.leader_addr()
+            && may_forward
+            && self.http.is_some()
+        {
+            return self
+                .forward(
+                    reqwest::Method::POST,
+                    &addr,
+                    "/meta/v1/heartbeat",
+                    Some(&beat),
+                )
+                .await;
+        }
+        if self.status().leader != Some(self.node_id) {
+            return Err(MetaError::NotLeader(None));
+        }
+        let registered = self.view(|s| s.brokers.get(&beat.id).map(|b| (b.epoch, b.fenced)));
+        match registered {
+            Some((epoch, fenced)) if epoch == beat.epoch => {
+                self.heartbeats
+                    .lock()
+                    .insert(beat.id, (beat.epoch, Instant::now()));
+                if fenced {
+                    let cmd = Command::UnfenceBroker {
+                        id: beat.id,
+                        epoch: beat.epoch,
+                    };
+                    let outcome = self.write_local(cmd).await?.outcome;
+                    tracing::info!(broker = beat.id, "unfenced a broker that heartbeats again");
+                    return Ok(outcome);
+                }
+                Ok(Outcome::Unchanged)
+            }
+            _ => Err(MetaError::Refused(format!(
+                "broker {} has no registration of epoch {}; it must register again",
+                beat.id, beat.epoch
+            ))),
+        }
+    }
+
+    /// What this node applied after log index `after`: waits up to `wait` for something new,
+    /// then answers from this node's state (a follower's may lag the leader's).
+    pub async fn changes(&self, after: u64, wait: Duration) -> Changes {
+        if self.sm.applied_index() <= after {
+            let _ = self
+                .raft
+                .wait(Some(wait))
+                .applied_index_at_least(Some(after + 1), "changes after an index")
+                .await;
+        }
+        self.sm.changes(after)
     }
 
     /// This node's id.
@@ -418,14 +572,14 @@ impl MetaService {
     /// returns. Concurrent writes share log entries (group commit). On a follower the write
     /// is forwarded to the leader.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, MetaError> {
-        self.write_or_forward(cmd, true).await
+        Ok(self.write_or_forward(cmd, true).await?.outcome)
     }
 
     /// Queues `cmd` for the group commit; the receiver gets its outcome.
     fn enqueue(
         &self,
         cmd: Command,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Outcome, MetaError>>, MetaError> {
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Written, MetaError>>, MetaError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(Pending { cmd, reply })
@@ -433,7 +587,7 @@ impl MetaService {
         Ok(answer)
     }
 
-    async fn write_local(&self, cmd: Command) -> Result<Outcome, MetaError> {
+    async fn write_local(&self, cmd: Command) -> Result<Written, MetaError> {
         self.enqueue(cmd)?.await.map_err(|_| shut_down())?
     }
 
@@ -441,7 +595,7 @@ impl MetaService {
         &self,
         cmd: Command,
         may_forward: bool,
-    ) -> Result<Outcome, MetaError> {
+    ) -> Result<Written, MetaError> {
         let leader = self.leader_addr();
         match leader {
             Some(addr) if may_forward && self.http.is_some() => {
@@ -472,7 +626,7 @@ impl MetaService {
         } else {
             answer.blocking_recv()
         };
-        answer.map_err(|_| shut_down())?
+        Ok(answer.map_err(|_| shut_down())??.outcome)
     }
 
     /// The state, as of a linearizable read: everything committed before the call is in it.
@@ -688,6 +842,7 @@ mod tests {
         let options = MetaOptions {
             snapshot_every: 100,
             logs_kept: 10,
+            ..MetaOptions::default()
         };
         let meta = MetaService::open_single(dir.path(), 1, options)
             .await
@@ -815,14 +970,19 @@ mod cluster_tests {
         voters: &BTreeMap<u64, String>,
         listener: tokio::net::TcpListener,
     ) -> Node {
-        let meta = MetaService::open_cluster(
-            &dir.join(id.to_string()),
-            id,
-            voters,
-            MetaOptions::default(),
-        )
-        .await
-        .unwrap();
+        start_with(dir, id, voters, listener, MetaOptions::default()).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        id: u64,
+        voters: &BTreeMap<u64, String>,
+        listener: tokio::net::TcpListener,
+        options: MetaOptions,
+    ) -> Node {
+        let meta = MetaService::open_cluster(&dir.join(id.to_string()), id, voters, options)
+            .await
+            .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(meta.clone().serve(listener, async move {
             let _ = stopped.await;
@@ -850,6 +1010,84 @@ mod cluster_tests {
                 },
             }],
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_replica_follows_the_quorum_and_silent_brokers_are_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, addr) = listener().await;
+        let voters = BTreeMap::from([(1u64, addr.clone())]);
+        let options = MetaOptions {
+            broker_session_timeout: Duration::from_millis(1500),
+            ..MetaOptions::default()
+        };
+        let node = start_with(dir.path(), 1, &voters, l, options).await;
+        node.meta
+            .wait_for_leader(Duration::from_secs(20))
+            .await
+            .unwrap();
+        let client = MetaClient::new(vec![addr], Duration::from_secs(20));
+        // Written before the replica exists: it starts from it.
+        client.write(&commit("g", 1)).await.unwrap();
+        let replica = MetaReplica::connect(client.clone()).await.unwrap();
+        assert_eq!(replica.view(|s| s.offsets["g"]["t"][&0].offset), 1);
+        let follower = replica.follow();
+        let mut changed = replica.subscribe();
+
+        // Its own writes are visible when they return; others' arrive by following.
+        let epoch = match replica
+            .write(Command::RegisterBroker {
+                id: 7,
+                host: "b7".into(),
+                port: 9092,
+                rack: None,
+            })
+            .await
+            .unwrap()
+        {
+            Outcome::BrokerEpoch(e) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(replica.view(|s| s.live_brokers().count()), 1);
+        client.write(&commit("g", 2)).await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            changed.wait_for(|_| replica.view(|s| s.offsets["g"]["t"][&0].offset) == 2),
+        )
+        .await
+        .expect("the replica follows a write made elsewhere")
+        .unwrap();
+        assert_eq!(replica.index(), node.meta.sm.applied_index());
+
+        // Heartbeats keep the broker unfenced past the session timeout.
+        let beat = Heartbeat { id: 7, epoch };
+        for _ in 0..8 {
+            replica.heartbeat(beat).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(!node.meta.view(|s| s.brokers[&7].fenced));
+        // Silence fences it, a heartbeat unfences it; a stale epoch must register again.
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            changed.wait_for(|_| replica.view(|s| s.brokers[&7].fenced)),
+        )
+        .await
+        .expect("a silent broker is fenced")
+        .unwrap();
+        assert_eq!(replica.view(|s| s.live_brokers().count()), 0);
+        replica.heartbeat(beat).await.unwrap();
+        assert!(!node.meta.view(|s| s.brokers[&7].fenced));
+        let stale = Heartbeat {
+            id: 7,
+            epoch: epoch + 1,
+        };
+        assert!(matches!(
+            replica.heartbeat(stale).await,
+            Err(MetaError::Refused(_))
+        ));
+        follower.abort();
+        node.meta.shutdown().await.unwrap();
+        let _ = node.stop.send(());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -6,8 +6,12 @@
 //!
 //! The client API (brokers, the CLI, tests), answered by any voter; a follower forwards writes
 //! and linearizable reads to the leader (one hop):
-//! - `POST /meta/v1/write`: a [`Command`] → its [`Outcome`];
+//! - `POST /meta/v1/write`: a [`Command`] → its [`crate::Written`] (outcome and log index);
 //! - `GET /meta/v1/state`: the [`MetaState`] as of a linearizable read;
+//! - `GET /meta/v1/changes?after=N&wait_ms=M`: what this node applied after index `N`
+//!   ([`crate::Changes`]), waiting up to `M` ms (at most 10 s) for something new; never
+//!   forwarded (brokers follow the metadata this way);
+//! - `POST /meta/v1/heartbeat`: a broker's [`crate::Heartbeat`] (to the leader);
 //! - `GET /meta/v1/status`: this node's view ([`MetaStatus`]), never forwarded;
 //! - `POST /meta/v1/membership`: a [`MembershipChange`];
 //! - `GET /health/live`, `GET /health/ready` (ready once a leader is known) for probes.
@@ -17,7 +21,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,7 +38,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Command, MembershipChange, MetaError, MetaService, TypeConfig};
+use crate::{Command, Heartbeat, MembershipChange, MetaError, MetaService, TypeConfig};
 
 /// Set on a request a follower forwarded, so it is never forwarded again.
 pub(crate) const FORWARDED: &str = "x-sediment-forwarded";
@@ -156,6 +160,8 @@ pub(crate) fn router(meta: MetaService) -> Router {
         .route("/raft/v1/snapshot", post(snapshot))
         .route("/meta/v1/write", post(write))
         .route("/meta/v1/state", get(state))
+        .route("/meta/v1/changes", get(changes))
+        .route("/meta/v1/heartbeat", post(heartbeat))
         .route("/meta/v1/status", get(status))
         .route("/meta/v1/membership", post(membership))
         .route("/health/live", get(|| async { "ok\n" }))
@@ -200,6 +206,30 @@ async fn write(
 
 async fn state(State(meta): State<MetaService>, headers: HeaderMap) -> Response {
     answer(meta.read_or_forward(!forwarded(&headers)).await)
+}
+
+/// Longest a changes request waits for something new.
+pub(crate) const MAX_CHANGES_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(serde::Deserialize)]
+struct ChangesQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn changes(State(meta): State<MetaService>, Query(q): Query<ChangesQuery>) -> Response {
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_CHANGES_WAIT);
+    Json(meta.changes(q.after, wait).await).into_response()
+}
+
+async fn heartbeat(
+    State(meta): State<MetaService>,
+    headers: HeaderMap,
+    Json(beat): Json<Heartbeat>,
+) -> Response {
+    answer(meta.heartbeat_or_forward(beat, !forwarded(&headers)).await)
 }
 
 async fn status(State(meta): State<MetaService>) -> Response {

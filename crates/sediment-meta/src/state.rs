@@ -19,6 +19,10 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
     /// Bumped by every registration, so a restarted broker is told apart from its old self.
     pub epoch: u64,
+    /// Set when the broker stopped heartbeating to the metadata leader: it is not listed to
+    /// clients and leads nothing until it heartbeats again.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// One partition's leadership.
@@ -93,6 +97,21 @@ pub enum Command {
         port: u16,
         /// Rack.
         rack: Option<String>,
+    },
+    /// Fences a broker that stopped heartbeating (its registration `epoch`; a newer
+    /// registration is left alone).
+    FenceBroker {
+        /// Node id.
+        id: i32,
+        /// Registration epoch fenced.
+        epoch: u64,
+    },
+    /// Unfences a broker of registration `epoch` that heartbeats again.
+    UnfenceBroker {
+        /// Node id.
+        id: i32,
+        /// Its registration epoch.
+        epoch: u64,
     },
     /// Creates a topic with a leader per partition.
     CreateTopic {
@@ -213,7 +232,35 @@ pub enum Outcome {
     Batch(Vec<Outcome>),
 }
 
+/// What a node applied after some log index ([`crate::MetaService::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Changes {
+    /// The commands applied after it, with their log index, up to index `to`.
+    Entries {
+        /// Last applied index.
+        to: u64,
+        /// The commands, oldest first.
+        entries: Vec<(u64, Command)>,
+    },
+    /// The whole state as of `index` (the commands are no longer kept).
+    State {
+        /// Last applied index.
+        index: u64,
+        /// The state.
+        state: MetaState,
+    },
+}
+
 impl MetaState {
+    /// Brokers that are registered and not fenced, by node id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = (i32, &BrokerInfo)> {
+        self.brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, b)| (*id, b))
+    }
+
     /// Applies `cmd`; a refused command changes nothing.
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
         match cmd {
@@ -231,9 +278,23 @@ impl MetaState {
                         port: *port,
                         rack: rack.clone(),
                         epoch,
+                        fenced: false,
                     },
                 );
                 Outcome::BrokerEpoch(epoch)
+            }
+            Command::FenceBroker { id, epoch } | Command::UnfenceBroker { id, epoch } => {
+                let fence = matches!(cmd, Command::FenceBroker { .. });
+                match self.brokers.get_mut(id) {
+                    Some(b) if b.epoch == *epoch && b.fenced != fence => {
+                        b.fenced = fence;
+                        Outcome::Done
+                    }
+                    Some(b) if b.epoch == *epoch => Outcome::Unchanged,
+                    _ => Outcome::Refused(format!(
+                        "broker {id} has no registration of epoch {epoch}; it must register again"
+                    )),
+                }
             }
             Command::CreateTopic {
                 name,

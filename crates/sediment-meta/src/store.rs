@@ -21,7 +21,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::TypeConfig;
-use crate::state::{MetaState, Outcome};
+use crate::state::{Changes, Command, MetaState, Outcome};
+
+/// Commands kept in memory after they are applied, for [`StateMachine::changes`]: a watcher
+/// further behind gets the whole state instead.
+const RECENT_KEPT: usize = 4096;
 
 type NodeId = u64;
 type Node = openraft::BasicNode;
@@ -214,6 +218,14 @@ struct Machine {
     state: MetaState,
     snapshot: Option<StoredSnapshot>,
     snapshots_built: u64,
+    /// The latest applied commands with their log index, oldest first.
+    recent: std::collections::VecDeque<(u64, Command)>,
+    /// Every command at or after this index is in `recent`.
+    recent_from: u64,
+}
+
+fn index_of(id: Option<LogId<NodeId>>) -> u64 {
+    id.map_or(0, |l| l.index)
 }
 
 /// The state machine: [`MetaState`] in memory, snapshots in `snapshot.json`.
@@ -241,6 +253,7 @@ impl StateMachine {
                 machine.last_membership = stored.meta.last_membership.clone();
                 machine.state = body.state;
                 machine.snapshot = Some(stored);
+                machine.recent_from = index_of(machine.last_applied) + 1;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
@@ -260,6 +273,40 @@ impl StateMachine {
     /// Runs `f` on the current state (no copy; keep `f` short, it holds the lock).
     pub(crate) fn view<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
         f(&self.machine.read().state)
+    }
+
+    /// Index of the last applied entry (0: none).
+    pub(crate) fn applied_index(&self) -> u64 {
+        index_of(self.machine.read().last_applied)
+    }
+
+    /// What was applied after index `after`: the commands, when they are all still kept,
+    /// otherwise the whole state.
+    pub(crate) fn changes(&self, after: u64) -> Changes {
+        let m = self.machine.read();
+        let to = index_of(m.last_applied);
+        if after >= to {
+            // Nothing new (or this node is behind the asker).
+            Changes::Entries {
+                to,
+                entries: Vec::new(),
+            }
+        } else if after + 1 >= m.recent_from {
+            Changes::Entries {
+                to,
+                entries: m
+                    .recent
+                    .iter()
+                    .filter(|(i, _)| *i > after)
+                    .cloned()
+                    .collect(),
+            }
+        } else {
+            Changes::State {
+                index: to,
+                state: m.state.clone(),
+            }
+        }
     }
 
     /// Writes `snapshot` durably (a temporary file, fsync, rename) and makes it the current
@@ -355,7 +402,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             m.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => Outcome::Done,
-                EntryPayload::Normal(cmd) => m.state.apply(&cmd),
+                EntryPayload::Normal(cmd) => {
+                    let outcome = m.state.apply(&cmd);
+                    m.recent.push_back((entry.log_id.index, cmd));
+                    if m.recent.len() > RECENT_KEPT
+                        && let Some((dropped, _)) = m.recent.pop_front()
+                    {
+                        m.recent_from = dropped + 1;
+                    }
+                    outcome
+                }
                 EntryPayload::Membership(membership) => {
                     m.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Done
@@ -392,6 +448,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         m.last_applied = meta.last_log_id;
         m.last_membership = meta.last_membership.clone();
         m.state = body.state;
+        m.recent.clear();
+        m.recent_from = index_of(meta.last_log_id) + 1;
         Ok(())
     }
 
