@@ -34,14 +34,15 @@ use crate::group::offsets::{FileOffsetStore, OffsetStore};
 use crate::meta_store::OpenMeta;
 use crate::metrics::Metrics;
 use crate::store::{
-    FileMetadataStore, MetadataStore, NodeIdentity, TopicRecord, load_or_create_identity,
+    ClusterBroker, FileMetadataStore, MetadataStore, NodeIdentity, TopicRecord,
+    existing_cluster_id, load_or_create_identity,
 };
 use crate::tiering::{PartitionArchiveStats, Tiering};
 use crate::topic_config::{EffectiveConfig, validate_entry};
 use crate::validate::{BatchLimits, validate_batch};
 
 /// Leader epoch of every partition until leadership can move (the metadata issue).
-const LEADER_EPOCH: i32 = 0;
+pub(crate) const LEADER_EPOCH: i32 = 0;
 
 #[derive(Debug)]
 struct PartitionState {
@@ -257,11 +258,14 @@ struct TopicConfigs {
     effective: EffectiveConfig,
 }
 
-/// A topic and its partitions.
+/// A topic: the leader of each partition, and the partitions this broker leads.
 #[derive(Debug)]
 pub struct Topic {
     name: String,
     id: Uuid,
+    /// Leader (broker node id) of every partition, by index.
+    leaders: RwLock<Vec<i32>>,
+    /// The partitions this broker leads, in index order.
     partitions: RwLock<Vec<Arc<Partition>>>,
     configs: RwLock<TopicConfigs>,
 }
@@ -277,21 +281,54 @@ impl Topic {
         self.id
     }
 
-    /// Partition by index.
+    /// A partition this broker leads, by index.
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        usize::try_from(index)
+        let parts = self.partitions.read();
+        parts
+            .binary_search_by_key(&index, |p| p.index)
             .ok()
-            .and_then(|i| self.partitions.read().get(i).cloned())
+            .map(|i| Arc::clone(&parts[i]))
     }
 
-    /// All partitions.
+    /// The partition `index` if this broker leads it; `NOT_LEADER_OR_FOLLOWER` when another
+    /// broker does (the client refreshes its metadata), unknown when there is no such
+    /// partition.
+    pub fn led_partition(&self, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        if let Some(p) = self.partition(index) {
+            return Ok(p);
+        }
+        match self.leader(index) {
+            Some(leader) => Err(BrokerError::NotLeaderOrFollower(format!(
+                "partition {}-{index} is led by broker {leader}",
+                self.name
+            ))),
+            None => Err(BrokerError::UnknownTopicOrPartition(format!(
+                "{}-{index}",
+                self.name
+            ))),
+        }
+    }
+
+    /// The partitions this broker leads.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().clone()
     }
 
-    /// Partition count.
+    /// Leader of partition `index`.
+    pub fn leader(&self, index: i32) -> Option<i32> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.leaders.read().get(i).copied())
+    }
+
+    /// Leader of every partition, by index.
+    pub fn leaders(&self) -> Vec<i32> {
+        self.leaders.read().clone()
+    }
+
+    /// Partition count (on every broker).
     pub fn partition_count(&self) -> i32 {
-        self.partitions.read().len() as i32
+        self.leaders.read().len() as i32
     }
 
     /// Config overrides.
@@ -310,6 +347,7 @@ impl Topic {
             id: self.id,
             partitions: self.partition_count(),
             configs: self.overrides(),
+            leaders: self.leaders(),
         }
     }
 }
@@ -418,32 +456,48 @@ impl Broker {
             ))
         })?;
         config.log.validate().map_err(BrokerError::InvalidConfig)?;
-        let identity = load_or_create_identity(dir, config.node_id, config.cluster_id.as_deref())?;
-        remove_deleted_dirs(dir);
         config
             .group
             .validate()
             .map_err(BrokerError::InvalidConfig)?;
-        let (store, offsets, catalog): (
+        let (identity, store, offsets, catalog): (
+            NodeIdentity,
             Box<dyn MetadataStore>,
             Arc<dyn OffsetStore>,
             Arc<dyn Catalog>,
         ) = match meta {
             Some(open_meta) => {
                 let meta = open_meta(dir)?;
+                // The cluster's id is the metadata service's: the first broker proposes its
+                // own (from its data directory, the config, or a new one).
+                let proposed = existing_cluster_id(dir)
+                    .or_else(|| config.cluster_id.clone())
+                    .unwrap_or_else(|| Uuid::new_v4().to_string());
+                let cluster_id = meta.init_cluster_id(&proposed)?;
+                if let Some(configured) = &config.cluster_id
+                    && *configured != cluster_id
+                {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "cluster_id={configured} is configured but the metadata service belongs to cluster {cluster_id}"
+                    )));
+                }
+                let identity = load_or_create_identity(dir, config.node_id, Some(&cluster_id))?;
                 meta.import_files(dir)?;
                 (
+                    identity,
                     Box::new(meta.clone()),
                     Arc::new(meta.clone()),
                     Arc::new(meta),
                 )
             }
             None => (
+                load_or_create_identity(dir, config.node_id, config.cluster_id.as_deref())?,
                 Box::new(FileMetadataStore::new(dir)),
                 Arc::new(FileOffsetStore::open(dir)?),
                 Arc::new(FileCatalog::open(dir)?),
             ),
         };
+        remove_deleted_dirs(dir);
         let records = store.load_topics()?;
         let groups = GroupCoordinator::new(config.group.clone(), Arc::clone(&clock), offsets);
         let archive = Archive::new(
@@ -498,21 +552,163 @@ impl Broker {
             "opened partition logs"
         );
         *broker.topics.write() = maps;
+        broker.store.register(&broker.me())?;
         let broker = Arc::new(broker);
         broker.metrics.attach_broker(&broker);
         Ok(broker)
     }
 
+    /// This broker as clients reach it.
+    fn me(&self) -> ClusterBroker {
+        ClusterBroker {
+            id: self.config.node_id,
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+            rack: self.config.rack.clone(),
+        }
+    }
+
+    /// The brokers of the cluster that are not fenced, by node id (this broker alone when the
+    /// metadata knows no brokers).
+    pub fn live_brokers(&self) -> Vec<ClusterBroker> {
+        let live = self.store.live_brokers();
+        if live.is_empty() {
+            vec![self.me()]
+        } else {
+            live
+        }
+    }
+
+    /// The broker coordinating group (or transactional id) `key`: the live brokers in node id
+    /// order, picked by a hash of the key (Java's `String.hashCode`, as Kafka hashes group ids
+    /// to `__consumer_offsets` partitions).
+    pub fn coordinator_for(&self, key: &str) -> ClusterBroker {
+        let live = self.live_brokers();
+        let hash = key
+            .encode_utf16()
+            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+        let i = (hash.unsigned_abs() as usize) % live.len();
+        live[i].clone()
+    }
+
+    /// `NOT_COORDINATOR` unless this broker coordinates `group`.
+    pub fn check_coordinator(&self, group: &str) -> Result<(), BrokerError> {
+        let c = self.coordinator_for(group);
+        if c.id == self.config.node_id {
+            Ok(())
+        } else {
+            Err(BrokerError::NotCoordinator(format!(
+                "group '{group}' is coordinated by broker {}",
+                c.id
+            )))
+        }
+    }
+
+    /// A leader for each of `count` new partitions of topic `name`: the live brokers in turn,
+    /// starting at one picked from the name and the first index, so topics spread.
+    fn assign_leaders(&self, name: &str, first: i32, count: i32) -> Vec<i32> {
+        let live = self.live_brokers();
+        let start = self.coordinator_for(name).id;
+        let start = live.iter().position(|b| b.id == start).unwrap_or(0) + first as usize;
+        (0..count as usize)
+            .map(|i| live[(start + i) % live.len()].id)
+            .collect()
+    }
+
+    /// Brings the topics in memory in line with the stored metadata after another broker
+    /// changed it: opens the partitions this broker now leads, applies config changes, and
+    /// drops topics deleted elsewhere (with their local data). Returns whether anything
+    /// changed.
+    pub fn sync_topics(&self) -> Result<bool, BrokerError> {
+        let _admin = self.admin.lock();
+        let records = self.store.load_topics()?;
+        let mut changed = false;
+        let wanted: HashMap<&str, &TopicRecord> =
+            records.iter().map(|r| (r.name.as_str(), r)).collect();
+        for topic in self.topics() {
+            let gone = wanted.get(topic.name()).is_none_or(|r| r.id != topic.id);
+            if gone {
+                self.drop_topic_locally(&topic);
+                changed = true;
+            }
+        }
+        for record in &records {
+            match self.topic(&record.name) {
+                None => {
+                    let topic = self.open_topic(record)?;
+                    let mut maps = self.topics.write();
+                    maps.by_id.insert(topic.id, Arc::clone(&topic));
+                    maps.by_name.insert(topic.name.clone(), topic);
+                    changed = true;
+                }
+                Some(topic) => {
+                    let leaders = record.leaders_or(self.config.node_id);
+                    let current = topic.partition_count();
+                    if leaders.len() as i32 > current {
+                        let effective = topic.effective();
+                        let name: Arc<str> = Arc::from(record.name.as_str());
+                        let mut added = Vec::new();
+                        for (index, leader) in leaders.iter().enumerate().skip(current as usize) {
+                            if *leader == self.config.node_id {
+                                added.push(self.open_partition(
+                                    &name,
+                                    topic.id,
+                                    index as i32,
+                                    &effective,
+                                )?);
+                            }
+                        }
+                        topic.partitions.write().extend(added);
+                        *topic.leaders.write() = leaders;
+                        changed = true;
+                    }
+                    if topic.overrides() != record.configs {
+                        self.apply_configs(&topic, record.configs.clone())?;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Follows changes other brokers make to the metadata until `shutdown`.
+    async fn follow_metadata(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(mut changes) = self.store.changes() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let me = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || me.sync_topics()).await {
+                Ok(Ok(true)) => tracing::debug!("topics updated from the metadata service"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not apply a metadata change; retrying on the next one")
+                }
+                Err(e) => tracing::error!(error = %e, "metadata sync task failed"),
+            }
+        }
+    }
+
+    /// Opens a topic, with the logs of the partitions this broker leads.
     fn open_topic(&self, record: &TopicRecord) -> Result<Arc<Topic>, BrokerError> {
         let effective = self.config.log.effective(&record.configs)?;
         let name: Arc<str> = Arc::from(record.name.as_str());
-        let mut partitions = Vec::with_capacity(record.partitions as usize);
-        for index in 0..record.partitions {
-            partitions.push(self.open_partition(&name, record.id, index, &effective)?);
+        let leaders = record.leaders_or(self.config.node_id);
+        let mut partitions = Vec::new();
+        for (index, leader) in leaders.iter().enumerate() {
+            if *leader == self.config.node_id {
+                partitions.push(self.open_partition(&name, record.id, index as i32, &effective)?);
+            }
         }
         Ok(Arc::new(Topic {
             name: record.name.clone(),
             id: record.id,
+            leaders: RwLock::new(leaders),
             partitions: RwLock::new(partitions),
             configs: RwLock::new(TopicConfigs {
                 overrides: record.configs.clone(),
@@ -677,11 +873,12 @@ impl Broker {
                     "empty assignment".into(),
                 ));
             }
+            let live: Vec<i32> = self.live_brokers().iter().map(|b| b.id).collect();
             for (p, replicas) in assignments.iter().enumerate() {
-                if replicas.as_slice() != [self.config.node_id] {
+                if replicas.len() != 1 || !live.contains(&replicas[0]) {
                     return Err(BrokerError::InvalidReplicaAssignment(format!(
-                        "partition {p} is assigned to brokers {replicas:?}; the only broker is {}",
-                        self.config.node_id
+                        "partition {p} is assigned to brokers {replicas:?}; each partition has one \
+                         replica, on one of the live brokers {live:?}"
                     )));
                 }
             }
@@ -691,7 +888,8 @@ impl Broker {
             -1 | 1 => {}
             rf => {
                 return Err(BrokerError::InvalidReplicationFactor(format!(
-                    "replication factor {rf} is larger than the 1 available broker"
+                    "replication factor {rf} is not supported: partitions have one replica \
+                     (hot-tier replication between brokers is not built yet)"
                 )));
             }
         }
@@ -720,16 +918,22 @@ impl Broker {
         if self.topic(&new.name).is_some() {
             return Err(BrokerError::TopicAlreadyExists(new.name));
         }
+        let leaders = match &new.assignments {
+            Some(a) => a.iter().map(|replicas| replicas[0]).collect(),
+            None => self.assign_leaders(&new.name, 0, partitions),
+        };
         let record = TopicRecord {
             name: new.name.clone(),
             id: Uuid::new_v4(),
             partitions,
             configs: new.configs.clone(),
+            leaders,
         };
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: record.name,
                 id: record.id,
+                leaders: RwLock::new(record.leaders),
                 partitions: RwLock::new(Vec::new()),
                 configs: RwLock::new(TopicConfigs {
                     overrides: record.configs,
@@ -760,9 +964,21 @@ impl Broker {
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         self.persist(|records| records.retain(|r| r.name != name))?;
+        self.drop_topic_locally(&topic);
+        self.tiering.forget_topic(topic.id, name);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Forgets a deleted topic and removes the local data of its partitions here (the
+    /// archive is the deleting broker's to remove).
+    fn drop_topic_locally(&self, topic: &Topic) {
+        let name = topic.name();
         {
             let mut maps = self.topics.write();
-            maps.by_name.remove(name);
+            if maps.by_name.get(name).is_some_and(|t| t.id == topic.id) {
+                maps.by_name.remove(name);
+            }
             maps.by_id.remove(&topic.id);
         }
         for partition in topic.partitions() {
@@ -792,9 +1008,6 @@ impl Broker {
             partition.appended.notify_waiters();
         }
         self.groups.forget_topic(name);
-        self.tiering.forget_topic(topic.id, name);
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic.id)
     }
 
     /// Raises a topic's partition count to `count`.
@@ -818,17 +1031,26 @@ impl Broker {
             return Ok(());
         }
         let effective = topic.effective();
+        let new_leaders = self.assign_leaders(name, current, count - current);
         let mut added = Vec::new();
-        for index in current..count {
-            added.push(self.open_partition(&Arc::from(name), topic.id, index, &effective)?);
+        for (index, leader) in (current..count).zip(&new_leaders) {
+            if *leader == self.config.node_id {
+                added.push(self.open_partition(&Arc::from(name), topic.id, index, &effective)?);
+            }
         }
+        let mut leaders = topic.leaders();
+        leaders.extend(new_leaders);
         self.persist(|records| {
             records
                 .iter_mut()
                 .filter(|r| r.name == name)
-                .for_each(|r| r.partitions = count)
+                .for_each(|r| {
+                    r.partitions = count;
+                    r.leaders = leaders.clone();
+                })
         })?;
         topic.partitions.write().extend(added);
+        *topic.leaders.write() = leaders;
         Ok(())
     }
 
@@ -842,7 +1064,8 @@ impl Broker {
         for (k, v) in &overrides {
             validate_entry(k, v)?;
         }
-        let effective = self.config.log.effective(&overrides)?;
+        // Checked before the admin lock is taken.
+        self.config.log.effective(&overrides)?;
         let _admin = self.admin.lock();
         let topic = self
             .topic(name)
@@ -856,6 +1079,17 @@ impl Broker {
                 .filter(|r| r.name == name)
                 .for_each(|r| r.configs = overrides.clone())
         })?;
+        self.apply_configs(&topic, overrides)
+    }
+
+    /// Makes `overrides` a topic's config overrides in memory and applies them to the
+    /// partitions here.
+    fn apply_configs(
+        &self,
+        topic: &Topic,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let effective = self.config.log.effective(&overrides)?;
         *topic.configs.write() = TopicConfigs {
             overrides,
             effective: effective.clone(),
@@ -1034,6 +1268,7 @@ impl Broker {
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let tiering =
             tokio::spawn(Arc::clone(&self.tiering).run(Arc::clone(&self), shutdown.clone()));
+        tokio::spawn(Arc::clone(&self).follow_metadata(shutdown.clone()));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {

@@ -132,6 +132,15 @@ pub enum BrokerError {
     /// The coordinator cannot serve the request right now (shutting down, group dead).
     #[error("coordinator not available: {0}")]
     CoordinatorNotAvailable(String),
+    /// Another broker leads this partition: the client refreshes its metadata and re-routes.
+    #[error("not the leader: {0}")]
+    NotLeaderOrFollower(String),
+    /// The partition's leader is fenced (not heartbeating to the metadata quorum).
+    #[error("leader not available: {0}")]
+    LeaderNotAvailable(String),
+    /// Another broker coordinates this group: the client looks it up again.
+    #[error("not the coordinator: {0}")]
+    NotCoordinator(String),
 }
 
 impl BrokerError {
@@ -176,6 +185,9 @@ impl BrokerError {
             GroupSubscribedToTopic(_) => ResponseError::GroupSubscribedToTopic,
             OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
             CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+            NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+            LeaderNotAvailable(_) => ResponseError::LeaderNotAvailable,
+            NotCoordinator(_) => ResponseError::NotCoordinator,
             FencedMemberEpoch(_) => ResponseError::FencedMemberEpoch,
             StaleMemberEpoch(_) => ResponseError::StaleMemberEpoch,
             UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,

@@ -35,7 +35,7 @@ pub use meta_store::{MetaStores, OpenMeta};
 pub use metrics::Metrics;
 pub use offset_reset::{PartitionReset, ResetPlan, ResetRequest, ResetTo, parse_datetime};
 pub use server::serve_kafka;
-pub use store::{FileMetadataStore, MetadataStore, TopicRecord};
+pub use store::{ClusterBroker, FileMetadataStore, MetadataStore, TopicRecord};
 pub use tiering::{PartitionArchiveStats, Tiering, TieringStatus};
 pub use topic_config::{CONFIG_DEFS, LogDefaults};
 pub use validate::{BatchLimits, validate_batch};

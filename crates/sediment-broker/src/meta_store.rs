@@ -3,9 +3,13 @@
 //! archive manifest ([`Catalog`]), all through one [`MetaService`].
 //!
 //! Writes are Raft commands, durable when they return (concurrent ones share a log entry).
-//! Reads look at the node's applied state without copying it: this broker writes every change
-//! it reads back (one broker per metadata quorum for now), and a write returns only once it is
-//! applied, so the local state holds everything acknowledged.
+//! Reads look at a local state without copying it:
+//! - embedded (a single voter in this process): the voter's applied state, which holds every
+//!   acknowledged write;
+//! - with a metadata quorum elsewhere (`process_roles = broker`): a [`MetaReplica`], the copy
+//!   this broker keeps by following the voters' applied commands. A write returns once the
+//!   copy shows it, so the broker reads back its own changes; other brokers' changes arrive a
+//!   moment later, and [`MetadataStore::changes`] tells the broker when.
 //!
 //! [`MetaStores::import_files`] moves a data directory's metadata files (from before the
 //! metadata service) into it once.
@@ -14,24 +18,51 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use sediment_archive::{ArchiveError, ArchivedSegment, Catalog, CommitOutcome};
-use sediment_meta::{Command, MetaService, MetaState, OffsetToCommit, Outcome};
+use sediment_meta::{
+    Command, Heartbeat, MetaReplica, MetaService, MetaState, OffsetToCommit, Outcome,
+};
 use uuid::Uuid;
 
 use crate::catalog::FileCatalog;
 use crate::errors::BrokerError;
 use crate::group::offsets::{CommittedOffset, FileOffsetStore, OffsetStore, TopicPartition};
-use crate::store::{FileMetadataStore, MetadataStore, TopicRecord};
+use crate::store::{ClusterBroker, FileMetadataStore, MetadataStore, TopicRecord};
 
 /// Opens the metadata service of a data directory (given the directory, once its lock is
 /// held) for [`crate::Broker::open_with`].
 pub type OpenMeta = Box<dyn FnOnce(&Path) -> Result<MetaStores, BrokerError> + Send>;
 
-/// The three storage traits over one metadata node.
+/// Where the metadata is: the node in this process, or a copy of a remote quorum's.
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(MetaService),
+    Remote(MetaReplica),
+}
+
+impl Backend {
+    fn view<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
+        match self {
+            Backend::Local(m) => m.view(f),
+            Backend::Remote(r) => r.view(f),
+        }
+    }
+
+    fn write_blocking(&self, cmd: Command) -> Result<Outcome, sediment_meta::MetaError> {
+        match self {
+            Backend::Local(m) => m.write_blocking(cmd),
+            Backend::Remote(r) => r.write_blocking(cmd),
+        }
+    }
+}
+
+/// The three storage traits over the metadata service.
 #[derive(Debug, Clone)]
 pub struct MetaStores {
-    meta: MetaService,
-    /// This broker's node id: the leader of every partition it creates.
+    meta: Backend,
+    /// This broker's node id.
     node_id: i32,
+    /// This broker's registration epoch (0: not registered).
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The first refusal among `outcome` and the outcomes inside it.
@@ -48,13 +79,78 @@ fn meta_error(e: sediment_meta::MetaError) -> BrokerError {
 }
 
 impl MetaStores {
-    /// Stores over `meta` for broker `node_id`.
+    /// Stores over the metadata node `meta` in this process, for broker `node_id`.
     pub fn new(meta: MetaService, node_id: i32) -> Self {
-        Self { meta, node_id }
+        Self::with(Backend::Local(meta), node_id)
+    }
+
+    /// Stores over `replica`, the followed copy of a remote quorum's metadata.
+    pub fn remote(replica: MetaReplica, node_id: i32) -> Self {
+        Self::with(Backend::Remote(replica), node_id)
+    }
+
+    fn with(meta: Backend, node_id: i32) -> Self {
+        Self {
+            meta,
+            node_id,
+            epoch: Default::default(),
+        }
+    }
+
+    /// The cluster's id: `proposed` if the cluster has none yet (this is its first broker).
+    pub fn init_cluster_id(&self, proposed: &str) -> Result<String, BrokerError> {
+        match self.write(Command::InitClusterId {
+            id: proposed.to_string(),
+        })? {
+            Outcome::ClusterId(id) => Ok(id),
+            other => Err(BrokerError::Storage(format!(
+                "metadata service: unexpected answer to the cluster id: {other:?}"
+            ))),
+        }
+    }
+
+    /// Heartbeats to the metadata leader every `interval` until `shutdown`, registering
+    /// again (as `me`) when the quorum no longer knows this broker's registration. Only with
+    /// a remote quorum: the embedded single voter fences nobody.
+    pub async fn run_heartbeats(
+        &self,
+        me: ClusterBroker,
+        interval: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let Backend::Remote(replica) = &self.meta else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let beat = Heartbeat {
+                id: self.node_id,
+                epoch: self.epoch.load(std::sync::atomic::Ordering::Relaxed),
+            };
+            match replica.heartbeat(beat).await {
+                Ok(_) => {}
+                Err(sediment_meta::MetaError::Refused(why)) => {
+                    tracing::warn!(reason = %why, "registering with the metadata quorum again");
+                    let cmd = register_command(&me);
+                    match replica.write(cmd).await {
+                        Ok(Outcome::BrokerEpoch(e)) => self
+                            .epoch
+                            .store(e, std::sync::atomic::Ordering::Relaxed),
+                        Ok(other) => tracing::error!(?other, "unexpected answer to a registration"),
+                        Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat to the metadata quorum failed"),
+            }
+        }
     }
 
     /// Replicates `cmd`; a refusal is an error.
-    fn write(&self, cmd: Command) -> Result<Outcome, BrokerError> {
+    pub(crate) fn write(&self, cmd: Command) -> Result<Outcome, BrokerError> {
         let outcome = self.meta.write_blocking(cmd).map_err(meta_error)?;
         if let Some(why) = refusal(&outcome) {
             return Err(BrokerError::Storage(format!(
@@ -170,6 +266,15 @@ fn from_meta(o: &sediment_meta::CommittedOffset) -> CommittedOffset {
     }
 }
 
+fn register_command(me: &ClusterBroker) -> Command {
+    Command::RegisterBroker {
+        id: me.id,
+        host: me.host.clone(),
+        port: me.port,
+        rack: me.rack.clone(),
+    }
+}
+
 impl MetadataStore for MetaStores {
     fn load_topics(&self) -> Result<Vec<TopicRecord>, BrokerError> {
         Ok(self.meta.view(|s| {
@@ -180,9 +285,43 @@ impl MetadataStore for MetaStores {
                     id: t.id,
                     partitions: t.partitions.len() as i32,
                     configs: t.configs.clone(),
+                    leaders: t.partitions.iter().map(|p| p.leader).collect(),
                 })
                 .collect()
         }))
+    }
+
+    fn live_brokers(&self) -> Vec<ClusterBroker> {
+        self.meta.view(|s| {
+            s.live_brokers()
+                .map(|(id, b)| ClusterBroker {
+                    id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                })
+                .collect()
+        })
+    }
+
+    fn register(&self, me: &ClusterBroker) -> Result<(), BrokerError> {
+        match self.write(register_command(me))? {
+            Outcome::BrokerEpoch(e) => {
+                self.epoch.store(e, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(node_id = me.id, epoch = e, "registered with the metadata service");
+                Ok(())
+            }
+            other => Err(BrokerError::Storage(format!(
+                "metadata service: unexpected answer to a registration: {other:?}"
+            ))),
+        }
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match &self.meta {
+            Backend::Local(_) => None,
+            Backend::Remote(r) => Some(r.subscribe()),
+        }
     }
 
     fn save_topics(&self, topics: &[TopicRecord]) -> Result<(), BrokerError> {
@@ -196,11 +335,11 @@ impl MetadataStore for MetaStores {
                 }
             }
             for t in topics {
-                let leaders = |n: i32| vec![self.node_id; n.max(0) as usize];
+                let leaders = t.leaders_or(self.node_id);
                 let create = Command::CreateTopic {
                     name: t.name.clone(),
                     id: t.id,
-                    leaders: leaders(t.partitions),
+                    leaders: leaders.clone(),
                     configs: t.configs.clone(),
                 };
                 match s.topics.get(&t.name) {
@@ -217,7 +356,7 @@ impl MetadataStore for MetaStores {
                             cmds.push(Command::AddPartitions {
                                 name: t.name.clone(),
                                 current: have.partitions.len(),
-                                leaders: leaders(t.partitions - count),
+                                leaders: leaders[count as usize..].to_vec(),
                             });
                         }
                         if have.configs != t.configs {
@@ -403,6 +542,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            leaders: vec![1; partitions as usize],
         }
     }
 
@@ -490,6 +630,7 @@ mod tests {
         // Topic changes become the matching commands.
         let mut grown = orders.clone();
         grown.partitions = 5;
+        grown.leaders = vec![1; 5];
         grown.configs.remove("retention.ms");
         grown
             .configs

@@ -29,6 +29,34 @@ pub struct TopicRecord {
     /// Config overrides by Kafka name.
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Leader of each partition, by index; empty when every partition is on this broker
+    /// (a single broker).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<i32>,
+}
+
+impl TopicRecord {
+    /// Leader of each partition: `leaders`, or `node_id` for all when it is empty.
+    pub fn leaders_or(&self, node_id: i32) -> Vec<i32> {
+        if self.leaders.len() == self.partitions.max(0) as usize {
+            self.leaders.clone()
+        } else {
+            vec![node_id; self.partitions.max(0) as usize]
+        }
+    }
+}
+
+/// A broker of the cluster as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBroker {
+    /// Node id.
+    pub id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: u16,
+    /// Rack.
+    pub rack: Option<String>,
 }
 
 /// Where topic records are kept.
@@ -40,6 +68,20 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Reserves `count` producer ids never handed out before (by any earlier run) and returns
     /// the first; the reservation is durable before this returns.
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, BrokerError>;
+    /// The registered brokers that are not fenced, by node id. Empty when the store knows of
+    /// no brokers (a single broker with file metadata): then this broker is the cluster.
+    fn live_brokers(&self) -> Vec<ClusterBroker> {
+        Vec::new()
+    }
+    /// Registers this broker (its advertised address) with the cluster.
+    fn register(&self, _me: &ClusterBroker) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    /// Told a new version number whenever the stored metadata may have been changed by
+    /// someone else (another broker); `None` when only this broker changes it.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -163,6 +205,14 @@ pub struct NodeIdentity {
     pub node_id: i32,
 }
 
+/// The cluster id of a data directory's identity, when it has one.
+pub fn existing_cluster_id(data_dir: &Path) -> Option<String> {
+    let bytes = fs::read(data_dir.join("meta.json")).ok()?;
+    serde_json::from_slice::<NodeIdentity>(&bytes)
+        .ok()
+        .map(|id| id.cluster_id)
+}
+
 /// Loads the directory's identity, creating it on first start. A directory created for another
 /// node id is refused, so two configs cannot silently share or swap data.
 pub fn load_or_create_identity(
@@ -220,6 +270,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: 3,
             configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+            leaders: vec![],
         };
         store.save_topics(std::slice::from_ref(&t)).unwrap();
         assert_eq!(store.load_topics().unwrap(), vec![t]);

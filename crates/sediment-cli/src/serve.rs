@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use sediment_broker::{
-    AdminState, Broker, BrokerError, Health, MetaStores, Metrics, OpenMeta, serve_admin,
-    serve_kafka,
+    AdminState, Broker, BrokerError, ClusterBroker, Health, MetaStores, Metrics, OpenMeta,
+    serve_admin, serve_kafka,
 };
 use sediment_log::SystemClock;
 use tokio::net::TcpListener;
@@ -49,67 +49,94 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         .thread_name("sediment")
         .build()
         .context("cannot start the async runtime")?;
-    match settings.roles()? {
-        Roles::Embedded => runtime.block_on(serve(settings, args.listeners_file)),
+    let roles = settings.roles()?;
+    match roles {
         Roles::Controller => runtime.block_on(serve_controller(settings, args.listeners_file)),
+        _ => runtime.block_on(serve(settings, args.listeners_file, roles)),
     }
 }
 
-/// A metadata voter only (`process_roles = "controller"`): its Raft log and snapshots under
-/// `<data_dir>/meta`, Raft and the metadata API on `controller.listen`, until SIGTERM/SIGINT.
+/// A running metadata voter.
+struct Controller {
+    meta: sediment_meta::MetaService,
+    bound: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Controller {
+    /// Opens the voter (its Raft log and snapshots under `<data_dir>/meta`) and serves Raft
+    /// and the metadata API on `controller.listen`, on the current runtime.
+    async fn start(settings: &Settings) -> Result<Self> {
+        let voters = parse_voters(&settings.controller.quorum_voters)?;
+        let listen = parse_addr("controller.listen", &settings.controller.listen)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on controller.listen={listen}"))?;
+        let bound = listener.local_addr()?;
+        let node_id = u64::try_from(settings.node_id).context("node_id must not be negative")?;
+        let dir = settings.data_dir.join("meta");
+        if !voters.contains_key(&node_id) {
+            tracing::info!(
+                node_id,
+                "this node is not among controller.quorum_voters: it starts as a new node and \
+                 waits to be added (sediment meta add-learner, then add-voter)"
+            );
+        }
+        let options = sediment_meta::MetaOptions {
+            broker_session_timeout: std::time::Duration::from_millis(
+                settings.controller.broker_session_timeout_ms,
+            ),
+            ..Default::default()
+        };
+        let meta = sediment_meta::MetaService::open_cluster(&dir, node_id, &voters, options)
+            .await
+            .with_context(|| format!("cannot open the metadata log in {}", dir.display()))?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(meta.clone().serve(listener, {
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        }));
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            node_id,
+            controller = %bound,
+            voters = ?voters,
+            data_dir = %dir.display(),
+            "metadata node started"
+        );
+        Ok(Self {
+            meta,
+            bound,
+            server,
+            shutdown,
+        })
+    }
+
+    async fn stop(self) {
+        tracing::info!("shutting down the metadata node");
+        self.shutdown.cancel();
+        if let Err(e) = self.meta.shutdown().await {
+            tracing::error!(error = %e, "metadata node shutdown failed");
+        }
+        let _ = self.server.await;
+    }
+}
+
+/// A metadata voter only (`process_roles = "controller"`), until SIGTERM/SIGINT.
 async fn serve_controller(
     settings: Settings,
     listeners_file: Option<std::path::PathBuf>,
 ) -> Result<()> {
-    let voters = parse_voters(&settings.controller.quorum_voters)?;
-    let listen = parse_addr("controller.listen", &settings.controller.listen)?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on controller.listen={listen}"))?;
-    let bound = listener.local_addr()?;
-    let node_id = u64::try_from(settings.node_id).context("node_id must not be negative")?;
-    let dir = settings.data_dir.join("meta");
-    if !voters.contains_key(&node_id) {
-        tracing::info!(
-            node_id,
-            "this node is not among controller.quorum_voters: it starts as a new node and \
-             waits to be added (sediment meta add-learner, then add-voter)"
-        );
-    }
-    let meta = sediment_meta::MetaService::open_cluster(
-        &dir,
-        node_id,
-        &voters,
-        sediment_meta::MetaOptions::default(),
-    )
-    .await
-    .with_context(|| format!("cannot open the metadata log in {}", dir.display()))?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(meta.clone().serve(listener, {
-        let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
-    }));
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        node_id,
-        controller = %bound,
-        voters = ?voters,
-        data_dir = %dir.display(),
-        "metadata node started"
-    );
+    let controller = Controller::start(&settings).await?;
     if let Some(path) = listeners_file {
         write_listeners_file(
             &path,
-            &serde_json::json!({ "controller": bound.to_string() }),
+            &serde_json::json!({ "controller": controller.bound.to_string() }),
         )?;
     }
     wait_for_signal().await;
-    tracing::info!("shutting down the metadata node");
-    shutdown.cancel();
-    if let Err(e) = meta.shutdown().await {
-        tracing::error!(error = %e, "metadata node shutdown failed");
-    }
-    let _ = server.await;
+    controller.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -137,7 +164,14 @@ fn init_tracing(settings: &Settings) {
     }
 }
 
-async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -> Result<()> {
+/// A broker: with `Roles::Embedded` its metadata in a single voter in this process; with
+/// `Roles::Broker` in the quorum of `controller.quorum_voters`; with `Roles::Combined` also a
+/// voter of that quorum in this process.
+async fn serve(
+    settings: Settings,
+    listeners_file: Option<std::path::PathBuf>,
+    roles: Roles,
+) -> Result<()> {
     let kafka_addr = parse_addr("kafka.listen", &settings.kafka.listen)?;
     let admin_addr = parse_addr("admin.listen", &settings.admin.listen)?;
     let kafka = TcpListener::bind(kafka_addr)
@@ -190,19 +224,30 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         archive = %archive_url_for_log(&settings, &default_archive),
         "starting sediment broker"
     );
-    // The embedded default: the metadata service as a single voter in this process, its Raft
-    // log and snapshots under <data_dir>/meta, opened once the broker holds the data
-    // directory's lock. It runs on a runtime of its own: the broker's storage calls wait for
-    // metadata writes on the broker's threads (sometimes under a lock other requests want),
-    // and those writes must not need a broker thread to finish.
+    // The metadata service (or the client of the quorum) runs on a runtime of its own: the
+    // broker's storage calls wait for metadata writes on the broker's threads (sometimes
+    // under a lock other requests want), and those writes must not need a broker thread to
+    // finish.
     let meta_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sediment-meta")
         .enable_all()
         .build()
         .context("cannot start the metadata service's runtime")?;
+    let controller = if roles == Roles::Combined {
+        let settings = settings.clone();
+        Some(
+            meta_runtime
+                .spawn(async move { Controller::start(&settings).await })
+                .await
+                .context("metadata node start-up task failed")??,
+        )
+    } else {
+        None
+    };
     let meta_cell: Arc<OnceLock<sediment_meta::MetaService>> = Arc::new(OnceLock::new());
-    let open_meta: OpenMeta = {
+    let stores_cell: Arc<OnceLock<MetaStores>> = Arc::new(OnceLock::new());
+    let open_meta: OpenMeta = if roles == Roles::Embedded {
         let handle = meta_runtime.handle().clone();
         let cell = Arc::clone(&meta_cell);
         let node_id = config.node_id;
@@ -224,6 +269,30 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
                 })?;
             let _ = cell.set(meta.clone());
             Ok(MetaStores::new(meta, node_id))
+        })
+    } else {
+        // A broker of a quorum elsewhere: it follows the voters' metadata.
+        let handle = meta_runtime.handle().clone();
+        let cell = Arc::clone(&stores_cell);
+        let node_id = config.node_id;
+        let voters: Vec<String> = parse_voters(&settings.controller.quorum_voters)?
+            .into_values()
+            .collect();
+        Box::new(move |_dir: &std::path::Path| {
+            let client =
+                sediment_meta::MetaClient::new(voters.clone(), std::time::Duration::from_secs(60));
+            let replica = handle
+                .block_on(sediment_meta::MetaReplica::connect(client))
+                .map_err(|e| {
+                    BrokerError::Storage(format!(
+                        "cannot reach the metadata quorum (controller.quorum_voters={}): {e}",
+                        voters.join(",")
+                    ))
+                })?;
+            replica.follow();
+            let stores = MetaStores::remote(replica, node_id);
+            let _ = cell.set(stores.clone());
+            Ok(stores)
         })
     };
     let broker = {
@@ -250,6 +319,19 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         }
     };
     let _ = broker_cell.set(Arc::clone(&broker));
+    if let Some(stores) = stores_cell.get() {
+        let me = ClusterBroker {
+            id: config.node_id,
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            rack: config.rack.clone(),
+        };
+        let interval =
+            std::time::Duration::from_millis(settings.controller.broker_heartbeat_interval_ms);
+        let stores = stores.clone();
+        let shutdown = shutdown.clone();
+        meta_runtime.spawn(async move { stores.run_heartbeats(me, interval, shutdown).await });
+    }
     let background = tokio::spawn(Arc::clone(&broker).run_background(shutdown.clone()));
     let kafka_task = tokio::spawn(serve_kafka(kafka, Arc::clone(&broker), shutdown.clone()));
     health.set_ready(true);
@@ -261,11 +343,14 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         "ready"
     );
     if let Some(path) = listeners_file {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "kafka": kafka_bound.to_string(),
             "admin": admin_bound.to_string(),
             "advertised": format!("{}:{}", config.advertised_host, config.advertised_port),
         });
+        if let Some(c) = &controller {
+            json["controller"] = c.bound.to_string().into();
+        }
         write_listeners_file(&path, &json)?;
     }
 
@@ -288,6 +373,9 @@ async fn serve(settings: Settings, listeners_file: Option<std::path::PathBuf>) -
         && let Err(e) = meta.shutdown().await
     {
         tracing::error!(error = %e, "metadata service shutdown failed");
+    }
+    if let Some(c) = controller {
+        let _ = meta_runtime.spawn(c.stop()).await;
     }
     meta_runtime.shutdown_background();
     let _ = admin_task.await;

@@ -26,8 +26,9 @@ pub struct Settings {
     /// Cluster id to adopt on first start (default: generated).
     pub cluster_id: Option<String>,
     /// What this process runs, as Kafka's `process.roles`: `controller` (a metadata voter
-    /// only); `broker` and `broker,controller` need brokers that use the metadata quorum,
-    /// which are not built yet. Unset: one complete node with its metadata in-process.
+    /// only), `broker` (a broker whose metadata is in the quorum of
+    /// `controller.quorum_voters`), or `broker,controller` (both in one process). Unset: one
+    /// complete node with its metadata in-process.
     pub process_roles: Option<String>,
     /// The metadata quorum (`controller.*`).
     pub controller: ControllerSettings,
@@ -85,8 +86,14 @@ pub struct ControllerSettings {
     /// Address the metadata node listens on (Raft between voters, and the metadata API).
     pub listen: String,
     /// The initial voters, `id@host:port` separated by commas (Kafka's
-    /// `controller.quorum.voters`); the same on every voter.
+    /// `controller.quorum.voters`); the same on every voter and broker.
     pub quorum_voters: String,
+    /// A broker that has not heartbeated to the metadata leader for this long is fenced
+    /// (Kafka's `broker.session.timeout.ms`). A voter setting.
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the metadata leader (Kafka's
+    /// `broker.heartbeat.interval.ms`). A broker setting.
+    pub broker_heartbeat_interval_ms: u64,
 }
 
 impl Default for ControllerSettings {
@@ -94,6 +101,8 @@ impl Default for ControllerSettings {
         Self {
             listen: "0.0.0.0:9093".into(),
             quorum_voters: String::new(),
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
         }
     }
 }
@@ -105,6 +114,10 @@ pub enum Roles {
     Embedded,
     /// `controller`: a metadata voter only.
     Controller,
+    /// `broker`: a broker whose metadata is in a quorum of voters elsewhere.
+    Broker,
+    /// `broker,controller`: a voter and a broker in one process.
+    Combined,
 }
 
 /// Parses `controller.quorum_voters` (`1@host:port,2@host:port`).
@@ -362,26 +375,37 @@ impl Settings {
         let Some(value) = &self.process_roles else {
             return Ok(Roles::Embedded);
         };
-        let mut broker = false;
+        let (mut broker, mut controller) = (false, false);
         for role in value.split(',').map(str::trim) {
             match role {
                 "broker" => broker = true,
-                "controller" => {}
+                "controller" => controller = true,
                 other => bail!(
                     "invalid setting process_roles={value}: unknown role {other:?} (broker, controller)"
                 ),
             }
         }
-        if broker {
+        if controller {
+            parse_addr("controller.listen", &self.controller.listen)?;
+        }
+        parse_voters(&self.controller.quorum_voters)?;
+        let c = &self.controller;
+        if c.broker_heartbeat_interval_ms == 0
+            || c.broker_session_timeout_ms <= c.broker_heartbeat_interval_ms
+        {
             bail!(
-                "invalid setting process_roles={value}: brokers that use a metadata quorum are not \
-                 built yet; run metadata voters with process_roles=controller, or leave \
-                 process_roles unset for a complete single node with in-process metadata"
+                "invalid settings controller.broker_session_timeout_ms={} and \
+                 controller.broker_heartbeat_interval_ms={}: the interval must be positive and \
+                 shorter than the timeout",
+                c.broker_session_timeout_ms,
+                c.broker_heartbeat_interval_ms
             );
         }
-        parse_addr("controller.listen", &self.controller.listen)?;
-        parse_voters(&self.controller.quorum_voters)?;
-        Ok(Roles::Controller)
+        Ok(match (broker, controller) {
+            (true, true) => Roles::Combined,
+            (true, false) => Roles::Broker,
+            _ => Roles::Controller,
+        })
     }
 
     /// The broker's config, given the address the Kafka listener actually bound.
@@ -740,6 +764,25 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.roles().unwrap(), Roles::Controller);
+        for (roles, expected) in [
+            ("broker", Roles::Broker),
+            ("broker,controller", Roles::Combined),
+            ("controller, broker", Roles::Combined),
+        ] {
+            let mut s = s.clone();
+            s.process_roles = Some(roles.into());
+            assert_eq!(s.roles().unwrap(), expected, "{roles}");
+        }
+        let mut short = s.clone();
+        short.controller.broker_session_timeout_ms = 1000;
+        short.controller.broker_heartbeat_interval_ms = 1000;
+        assert!(
+            short
+                .roles()
+                .unwrap_err()
+                .to_string()
+                .contains("controller.broker_session_timeout_ms=1000")
+        );
         let voters = parse_voters(&s.controller.quorum_voters).unwrap();
         assert_eq!(voters[&2], "b:9093");
         assert_eq!(voters[&3], "[::1]:9093");
@@ -749,7 +792,8 @@ mod tests {
             ("controller", "x@a:9093", "is not a node id"),
             ("controller", "1@a", "expected HOST:PORT"),
             ("controller", "1a:9093", "ID@HOST:PORT"),
-            ("broker,controller", "1@a:9093", "not built yet"),
+            ("broker", "", "controller.quorum_voters"),
+            ("broker,controller", "1@a:9093,2@:0", "needs a host"),
             ("kraft", "1@a:9093", "unknown role"),
         ] {
             let err = load(&[

@@ -82,6 +82,9 @@ pub struct MetaState {
     pub segments: CatalogState,
     /// Next producer id to hand out.
     pub next_producer_id: i64,
+    /// The cluster id every broker reports (set once, by the first broker).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 /// A change to the metadata. Each is applied atomically, in log order.
@@ -196,6 +199,11 @@ pub enum Command {
         /// Topic id.
         topic_id: Uuid,
     },
+    /// Sets the cluster id unless one is set; the outcome is the cluster's id either way.
+    InitClusterId {
+        /// The id proposed.
+        id: String,
+    },
     /// Hands out a block of producer ids.
     AllocateProducerIds {
         /// How many.
@@ -219,6 +227,8 @@ pub enum Outcome {
     BrokerEpoch(u64),
     /// The new leader epoch.
     LeaderEpoch(i32),
+    /// The cluster id.
+    ClusterId(String),
     /// A block of producer ids: the first of `count`.
     ProducerIds {
         /// First id.
@@ -449,6 +459,9 @@ impl MetaState {
                 Outcome::Removed(removed.into_iter().map(|s| s.key).collect())
             }
             Command::Batch(cmds) => Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
+            Command::InitClusterId { id } => {
+                Outcome::ClusterId(self.cluster_id.get_or_insert_with(|| id.clone()).clone())
+            }
             Command::AllocateProducerIds { count } => {
                 if *count <= 0 {
                     return Outcome::Refused(format!("cannot allocate {count} producer ids"));

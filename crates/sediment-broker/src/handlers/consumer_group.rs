@@ -55,8 +55,12 @@ pub(super) fn heartbeat(
     };
     let broker = ctx.broker;
     match broker
-        .groups()
-        .consumer_heartbeat(hb, &BrokerTopics(broker))
+        .check_coordinator(&hb.group_id)
+        .and_then(|()| {
+            broker
+                .groups()
+                .consumer_heartbeat(hb, &BrokerTopics(broker))
+        })
     {
         Ok(r) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(s(r.member_id)))
@@ -76,7 +80,9 @@ pub(super) fn heartbeat(
         Err(e) => {
             if !matches!(
                 e,
-                BrokerError::FencedMemberEpoch(_) | BrokerError::UnknownMemberId(_)
+                BrokerError::FencedMemberEpoch(_)
+                    | BrokerError::UnknownMemberId(_)
+                    | BrokerError::NotCoordinator(_)
             ) {
                 tracing::info!(error = %e, "ConsumerGroupHeartbeat refused");
             }

@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse,
     describe_cluster_response::DescribeClusterBroker,
 };
 
@@ -13,10 +13,11 @@ const BROKERS: i8 = 1;
 const CONTROLLERS: i8 = 2;
 
 pub(super) fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let config = ctx.broker.config();
+    let live = ctx.broker.live_brokers();
+    let controller = live.first().map_or(ctx.node(), |b| BrokerId(b.id));
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(ctx.broker.cluster_id().to_string().into())
-        .with_controller_id(ctx.node())
+        .with_controller_id(controller)
         .with_endpoint_type(if ctx.version >= 1 { BROKERS } else { 1 })
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS
@@ -39,12 +40,15 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClus
             .with_error_code(ctx.code(code.code()))
             .with_error_message(Some(message.into()));
     }
-    resp.brokers = vec![
-        DescribeClusterBroker::default()
-            .with_broker_id(ctx.node())
-            .with_host(config.advertised_host.clone().into())
-            .with_port(i32::from(config.advertised_port))
-            .with_rack(config.rack.clone().map(Into::into)),
-    ];
+    resp.brokers = live
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(b.host.into())
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(Into::into))
+        })
+        .collect();
     resp
 }

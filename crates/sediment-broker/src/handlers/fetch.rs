@@ -300,15 +300,7 @@ fn resolve(ctx: &Ctx<'_>, req: &FetchRequest) -> Vec<WantedTopic> {
                         partition: topic
                             .as_ref()
                             .map_err(BrokerError::clone)
-                            .and_then(|topic| {
-                                topic.partition(p.partition).ok_or_else(|| {
-                                    BrokerError::UnknownTopicOrPartition(format!(
-                                        "{}-{}",
-                                        topic.name(),
-                                        p.partition
-                                    ))
-                                })
-                            }),
+                            .and_then(|topic| topic.led_partition(p.partition)),
                         index: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,

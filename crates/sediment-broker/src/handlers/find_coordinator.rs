@@ -1,9 +1,11 @@
-//! FindCoordinator: this broker coordinates every group and transactional id, since it is the
-//! only broker. Serving it matters even without consumer groups: librdkafka only compresses with
-//! lz4 when the broker advertises FindCoordinator (its feature table ties the two together).
+//! FindCoordinator: the live broker that coordinates a group or transactional id
+//! ([`crate::Broker::coordinator_for`]: a hash of the key over the live brokers; this broker
+//! when it is the only one). Serving it matters even without consumer groups: librdkafka only
+//! compresses with lz4 when the broker advertises FindCoordinator (its feature table ties the
+//! two together).
 
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, find_coordinator_response::Coordinator,
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, find_coordinator_response::Coordinator,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -15,9 +17,6 @@ const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
 pub(super) fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let config = ctx.broker.config();
-    let host: StrBytes = config.advertised_host.clone().into();
-    let port = i32::from(config.advertised_port);
     let check = || match req.key_type {
         GROUP | TRANSACTION => Ok(()),
         other => Err(BrokerError::InvalidRequest(format!(
@@ -31,13 +30,15 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordina
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
                 match check() {
-                    Ok(()) => c
-                        .with_node_id(ctx.node())
-                        .with_host(host.clone())
-                        .with_port(port),
+                    Ok(()) => {
+                        let b = ctx.broker.coordinator_for(key);
+                        c.with_node_id(BrokerId(b.id))
+                            .with_host(StrBytes::from(b.host))
+                            .with_port(i32::from(b.port))
+                    }
                     Err(e) => {
                         let (code, message) = ctx.error(&e);
-                        c.with_node_id(kafka_protocol::messages::BrokerId(-1))
+                        c.with_node_id(BrokerId(-1))
                             .with_port(-1)
                             .with_error_code(code)
                             .with_error_message(message)
@@ -49,15 +50,17 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordina
     }
     let resp = FindCoordinatorResponse::default();
     match check() {
-        Ok(()) => resp
-            .with_node_id(ctx.node())
-            .with_host(host)
-            .with_port(port)
-            .with_error_message(None),
+        Ok(()) => {
+            let b = ctx.broker.coordinator_for(&req.key);
+            resp.with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from(b.host))
+                .with_port(i32::from(b.port))
+                .with_error_message(None)
+        }
         Err(e) => {
             let (code, message) = ctx.error(&e);
             let resp = resp
-                .with_node_id(kafka_protocol::messages::BrokerId(-1))
+                .with_node_id(BrokerId(-1))
                 .with_port(-1)
                 .with_error_code(code);
             if ctx.version >= 1 {

@@ -59,9 +59,12 @@ pub(super) async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupRespo
             .collect(),
         require_known_member_id: ctx.version >= 4,
     };
-    let reply = ctx.broker.groups().join(join);
     let empty_name = || (ctx.version < 7).then(|| s(""));
-    match wait(ctx, reply).await {
+    let joined = match ctx.broker.check_coordinator(&join.group_id) {
+        Ok(()) => wait(ctx, ctx.broker.groups().join(join)).await,
+        Err(e) => Err(e),
+    };
+    match joined {
         Ok(r) => JoinGroupResponse::default()
             .with_generation_id(r.generation_id)
             .with_protocol_type(r.protocol_type.map(s))
@@ -100,15 +103,21 @@ pub(super) async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupRespo
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
-    let reply = ctx.broker.groups().sync(
-        &req.group_id,
-        req.generation_id,
-        &req.member_id,
-        req.group_instance_id.as_deref(),
-        (req.protocol_type.as_deref(), req.protocol_name.as_deref()),
-        assignments,
-    );
-    match wait(ctx, reply).await {
+    let synced = match ctx.broker.check_coordinator(&req.group_id) {
+        Ok(()) => {
+            let reply = ctx.broker.groups().sync(
+                &req.group_id,
+                req.generation_id,
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                (req.protocol_type.as_deref(), req.protocol_name.as_deref()),
+                assignments,
+            );
+            wait(ctx, reply).await
+        }
+        Err(e) => Err(e),
+    };
+    match synced {
         Ok(r) => {
             let resp = SyncGroupResponse::default().with_assignment(r.assignment);
             if ctx.version >= 5 {
@@ -123,12 +132,14 @@ pub(super) async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupRespo
 }
 
 pub(super) fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
-    let result = ctx.broker.groups().heartbeat(
-        &req.group_id,
-        req.generation_id,
-        &req.member_id,
-        req.group_instance_id.as_deref(),
-    );
+    let result = ctx.broker.check_coordinator(&req.group_id).and_then(|()| {
+        ctx.broker.groups().heartbeat(
+            &req.group_id,
+            req.generation_id,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+        )
+    });
     HeartbeatResponse::default().with_error_code(ctx.outcome(&result).0)
 }
 
@@ -146,7 +157,11 @@ pub(super) fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    match ctx.broker.groups().leave(&req.group_id, &members) {
+    let left = ctx
+        .broker
+        .check_coordinator(&req.group_id)
+        .and_then(|()| ctx.broker.groups().leave(&req.group_id, &members));
+    match left {
         Err(e) => LeaveGroupResponse::default().with_error_code(ctx.error(&e).0),
         Ok(results) if ctx.version < 3 => {
             let code = results.first().map_or(0, |r| ctx.outcome(r).0);

@@ -26,14 +26,8 @@ pub(super) fn handle(
                     let resp = EpochEndOffset::default().with_partition(p.partition);
                     let result = topic
                         .as_ref()
-                        .and_then(|topic| topic.partition(p.partition))
-                        .ok_or_else(|| {
-                            BrokerError::UnknownTopicOrPartition(format!(
-                                "{}-{}",
-                                t.topic.as_str(),
-                                p.partition
-                            ))
-                        })
+                        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(t.topic.to_string()))
+                        .and_then(|topic| topic.led_partition(p.partition))
                         .and_then(|partition| {
                             partition.check_leader_epoch(p.current_leader_epoch)?;
                             let (_, end) = partition.offsets()?;

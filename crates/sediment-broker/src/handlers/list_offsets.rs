@@ -35,14 +35,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffset
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let result = topic
                 .as_ref()
-                .and_then(|topic| topic.partition(p.partition_index))
-                .ok_or_else(|| {
-                    BrokerError::UnknownTopicOrPartition(format!(
-                        "{}-{}",
-                        t.name.as_str(),
-                        p.partition_index
-                    ))
-                })
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(t.name.to_string()))
+                .and_then(|topic| topic.led_partition(p.partition_index))
                 .and_then(|partition| {
                     partition.check_leader_epoch(p.current_leader_epoch)?;
                     Ok(partition)

@@ -12,19 +12,20 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{CLUSTER_OPERATIONS, Ctx, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS};
-use crate::broker::{Topic, validate_topic_name};
+use crate::broker::{LEADER_EPOCH, Topic, validate_topic_name};
 use crate::errors::BrokerError;
 
 pub(super) fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     let broker = ctx.broker;
-    let config = broker.config();
     let auto_create = ctx.version < 4 || req.allow_auto_topic_creation;
     let topic_ops = if ctx.version >= 8 && req.include_topic_authorized_operations {
         TOPIC_OPERATIONS
     } else {
         OPERATIONS_NOT_REQUESTED
     };
-    let describe = |t: &Arc<Topic>| describe_topic(ctx, t, topic_ops);
+    let live = broker.live_brokers();
+    let live_ids: Vec<i32> = live.iter().map(|b| b.id).collect();
+    let describe = |t: &Arc<Topic>| describe_topic(ctx, t, topic_ops, &live_ids);
     let topics = match req.topics {
         None => broker.topics().iter().map(describe).collect(),
         Some(list) if list.is_empty() && ctx.version == 0 => {
@@ -61,16 +62,23 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             })
             .collect(),
     };
+    // KRaft reports a random live broker as the controller (clients send admin requests
+    // there); any broker here serves them, so the lowest id is as good and stable.
+    let controller = live.first().map_or(ctx.node(), |b| BrokerId(b.id));
     MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(ctx.node())
-                .with_host(config.advertised_host.clone().into())
-                .with_port(i32::from(config.advertised_port))
-                .with_rack(config.rack.clone().map(Into::into)),
-        ])
+        .with_brokers(
+            live.into_iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(b.host.into())
+                        .with_port(i32::from(b.port))
+                        .with_rack(b.rack.map(Into::into))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(broker.cluster_id().to_string().into()))
-        .with_controller_id(ctx.node())
+        .with_controller_id(controller)
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if (8..=10).contains(&ctx.version) && req.include_cluster_authorized_operations {
@@ -81,19 +89,35 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
         )
 }
 
-fn describe_topic(ctx: &Ctx<'_>, topic: &Arc<Topic>, topic_ops: i32) -> MetadataResponseTopic {
-    let node = ctx.node();
+/// A topic's partitions with their leaders. A partition whose leader is fenced (or gone) is
+/// listed with leader -1 and `LEADER_NOT_AVAILABLE`, its replica offline: clients wait and
+/// ask again (the partition stays on its broker; there is no other replica to fail over to).
+fn describe_topic(
+    ctx: &Ctx<'_>,
+    topic: &Arc<Topic>,
+    topic_ops: i32,
+    live: &[i32],
+) -> MetadataResponseTopic {
     let partitions = topic
-        .partitions()
-        .iter()
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p.index())
-                .with_leader_id(node)
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
-                .with_offline_replicas(Vec::<BrokerId>::new())
+        .leaders()
+        .into_iter()
+        .enumerate()
+        .map(|(index, leader)| {
+            let p = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_leader_epoch(LEADER_EPOCH)
+                .with_replica_nodes(vec![BrokerId(leader)]);
+            if live.contains(&leader) {
+                p.with_leader_id(BrokerId(leader))
+                    .with_isr_nodes(vec![BrokerId(leader)])
+                    .with_offline_replicas(Vec::<BrokerId>::new())
+            } else {
+                let e = BrokerError::LeaderNotAvailable(format!("broker {leader} is fenced"));
+                p.with_error_code(ctx.code(e.code()))
+                    .with_leader_id(BrokerId(-1))
+                    .with_isr_nodes(Vec::<BrokerId>::new())
+                    .with_offline_replicas(vec![BrokerId(leader)])
+            }
         })
         .collect();
     MetadataResponseTopic::default()

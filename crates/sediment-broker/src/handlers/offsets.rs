@@ -25,12 +25,14 @@ type PartitionCommit = (i32, Result<CommittedOffset, BrokerError>);
 
 pub(super) async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let groups = ctx.broker.groups();
-    let checked = groups.check_commit(
-        &req.group_id,
-        req.generation_id_or_member_epoch,
-        &req.member_id,
-        req.group_instance_id.as_deref(),
-    );
+    let checked = ctx.broker.check_coordinator(&req.group_id).and_then(|()| {
+        groups.check_commit(
+            &req.group_id,
+            req.generation_id_or_member_epoch,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+        )
+    });
     let now = groups.now_ms();
     let max_metadata = groups.config().offset_metadata_max_bytes;
     let mut results: Vec<(TopicName, Vec<PartitionCommit>)> = Vec::with_capacity(req.topics.len());

@@ -34,9 +34,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<Produce
                     return Err(BrokerError::InvalidRequiredAcks(acks));
                 }
                 let topic = topic.as_ref().map_err(BrokerError::clone)?;
-                let partition = topic.partition(data.index).ok_or_else(|| {
-                    BrokerError::UnknownTopicOrPartition(format!("{}-{}", topic.name(), data.index))
-                })?;
+                let partition = topic.led_partition(data.index)?;
                 let records = data
                     .records
                     .as_ref()
