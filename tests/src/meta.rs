@@ -21,6 +21,8 @@ pub struct Controller {
     /// Controller address, `127.0.0.1:PORT`.
     pub addr: String,
     voters: String,
+    /// Extra environment variables of the process.
+    pub env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
@@ -41,6 +43,7 @@ impl Controller {
             id,
             addr,
             voters,
+            env: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             starts: 0,
@@ -78,7 +81,8 @@ impl Controller {
             .arg("--listeners-file")
             .arg(&listeners)
             .env("RUST_LOG", "info,openraft=warn")
-            .env_remove("SEDIMENT_CONFIG");
+            .env_remove("SEDIMENT_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (child, _) = spawn_until_listening(&mut cmd, log, &listeners, || self.logs())?;
         self.child = Some(child);
         Ok(())
@@ -122,6 +126,11 @@ impl Quorum {
     /// Starts `n` voters. Ports are picked up front; if one was taken in between, all start
     /// again on new ports (at most three attempts).
     pub fn start(n: u64) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Quorum::start`] with extra environment variables for every voter.
+    pub fn start_with(n: u64, env: &[(&str, &str)]) -> Self {
         let mut last = None;
         for _ in 0..3 {
             let addrs: Vec<String> = (0..n)
@@ -131,7 +140,14 @@ impl Quorum {
             let mut nodes: Vec<Controller> = addrs
                 .iter()
                 .enumerate()
-                .map(|(i, a)| Controller::new(i as u64 + 1, a.clone(), voters.clone()))
+                .map(|(i, a)| {
+                    let mut c = Controller::new(i as u64 + 1, a.clone(), voters.clone());
+                    c.env = env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    c
+                })
                 .collect();
             match nodes.iter_mut().try_for_each(Controller::start) {
                 Ok(()) => return Self { nodes },

@@ -1041,13 +1041,10 @@ impl Broker {
         let mut leaders = topic.leaders();
         leaders.extend(new_leaders);
         self.persist(|records| {
-            records
-                .iter_mut()
-                .filter(|r| r.name == name)
-                .for_each(|r| {
-                    r.partitions = count;
-                    r.leaders = leaders.clone();
-                })
+            records.iter_mut().filter(|r| r.name == name).for_each(|r| {
+                r.partitions = count;
+                r.leaders = leaders.clone();
+            })
         })?;
         topic.partitions.write().extend(added);
         *topic.leaders.write() = leaders;

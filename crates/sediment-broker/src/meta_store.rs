@@ -137,9 +137,9 @@ impl MetaStores {
                     tracing::warn!(reason = %why, "registering with the metadata quorum again");
                     let cmd = register_command(&me);
                     match replica.write(cmd).await {
-                        Ok(Outcome::BrokerEpoch(e)) => self
-                            .epoch
-                            .store(e, std::sync::atomic::Ordering::Relaxed),
+                        Ok(Outcome::BrokerEpoch(e)) => {
+                            self.epoch.store(e, std::sync::atomic::Ordering::Relaxed)
+                        }
                         Ok(other) => tracing::error!(?other, "unexpected answer to a registration"),
                         Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
                     }
@@ -308,7 +308,11 @@ impl MetadataStore for MetaStores {
         match self.write(register_command(me))? {
             Outcome::BrokerEpoch(e) => {
                 self.epoch.store(e, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(node_id = me.id, epoch = e, "registered with the metadata service");
+                tracing::info!(
+                    node_id = me.id,
+                    epoch = e,
+                    "registered with the metadata service"
+                );
                 Ok(())
             }
             other => Err(BrokerError::Storage(format!(

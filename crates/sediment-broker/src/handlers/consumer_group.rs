@@ -54,14 +54,11 @@ pub(super) fn heartbeat(
         client_host: format!("/{}", ctx.peer.ip()),
     };
     let broker = ctx.broker;
-    match broker
-        .check_coordinator(&hb.group_id)
-        .and_then(|()| {
-            broker
-                .groups()
-                .consumer_heartbeat(hb, &BrokerTopics(broker))
-        })
-    {
+    match broker.check_coordinator(&hb.group_id).and_then(|()| {
+        broker
+            .groups()
+            .consumer_heartbeat(hb, &BrokerTopics(broker))
+    }) {
         Ok(r) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(s(r.member_id)))
             .with_member_epoch(r.member_epoch)

@@ -5,7 +5,8 @@
 //! two together).
 
 use kafka_protocol::messages::{
-    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, find_coordinator_response::Coordinator,
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
+    find_coordinator_response::Coordinator,
 };
 use kafka_protocol::protocol::StrBytes;
 
