@@ -334,3 +334,70 @@ async fn three_brokers_on_three_voters_spread_partitions_redirect_clients_and_fe
         assert_eq!(got[150].payload(), Some(&b"x"[..]));
     }
 }
+
+/// `--process-roles broker,controller`: one process is a voter of the quorum and a broker on
+/// it; what it acknowledged is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_combined_broker_and_controller_serves_and_keeps_its_data_across_a_restart() {
+    let controller = format!("127.0.0.1:{}", sediment_tests::meta::free_port());
+    let mut options = BrokerOptions::default();
+    options.args = [
+        "--process-roles",
+        "broker,controller",
+        "--node-id",
+        "1",
+        "--controller-listen",
+        &controller,
+        "--controller-quorum-voters",
+        &format!("1@{controller}"),
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let mut node = Broker::start_with(options);
+    create_topic(&node.kafka, "combined", 2, &[]).await;
+    let p = producer(&node.kafka, &[]);
+    for i in 0..10 {
+        p.send(
+            FutureRecord::to("combined")
+                .partition(i % 2)
+                .key(&format!("k{i}"))
+                .payload("v"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("record {i}: {e}"));
+    }
+    drop(p);
+    assert!(node.terminate().success(), "a clean shutdown (SIGTERM)");
+    node.restart();
+    for partition in 0..2 {
+        let got = consume(&node.kafka, "combined", partition, 0, 5, WAIT).unwrap();
+        let keys: Vec<&[u8]> = got.iter().map(|m| m.key().unwrap()).collect();
+        let expected: Vec<String> = (0..10)
+            .filter(|i| i % 2 == partition)
+            .map(|i| format!("k{i}"))
+            .collect();
+        assert_eq!(
+            keys,
+            expected.iter().map(|k| k.as_bytes()).collect::<Vec<_>>()
+        );
+    }
+    // The controller in the same process answers `sediment meta`.
+    let out = std::process::Command::new(sediment_tests::sediment_bin())
+        .args([
+            "meta",
+            "--bootstrap-controller",
+            &controller,
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["status"]["leader"], 1, "{status}");
+}

@@ -393,6 +393,14 @@ pub struct Broker {
     _dir_lock: File,
 }
 
+/// A data directory's identity and where its metadata lives.
+type Stores = (
+    NodeIdentity,
+    Box<dyn MetadataStore>,
+    Arc<dyn OffsetStore>,
+    Arc<dyn Catalog>,
+);
+
 /// Producer ids reserved from the metadata store at a time.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -460,12 +468,7 @@ impl Broker {
             .group
             .validate()
             .map_err(BrokerError::InvalidConfig)?;
-        let (identity, store, offsets, catalog): (
-            NodeIdentity,
-            Box<dyn MetadataStore>,
-            Arc<dyn OffsetStore>,
-            Arc<dyn Catalog>,
-        ) = match meta {
+        let (identity, store, offsets, catalog): Stores = match meta {
             Some(open_meta) => {
                 let meta = open_meta(dir)?;
                 // The cluster's id is the metadata service's: the first broker proposes its
