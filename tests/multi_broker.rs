@@ -340,19 +340,21 @@ async fn three_brokers_on_three_voters_spread_partitions_redirect_clients_and_fe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_combined_broker_and_controller_serves_and_keeps_its_data_across_a_restart() {
     let controller = format!("127.0.0.1:{}", sediment_tests::meta::free_port());
-    let mut options = BrokerOptions::default();
-    options.args = [
-        "--process-roles",
-        "broker,controller",
-        "--node-id",
-        "1",
-        "--controller-listen",
-        &controller,
-        "--controller-quorum-voters",
-        &format!("1@{controller}"),
-    ]
-    .map(str::to_string)
-    .to_vec();
+    let options = BrokerOptions {
+        args: [
+            "--process-roles",
+            "broker,controller",
+            "--node-id",
+            "1",
+            "--controller-listen",
+            &controller,
+            "--controller-quorum-voters",
+            &format!("1@{controller}"),
+        ]
+        .map(str::to_string)
+        .to_vec(),
+        ..Default::default()
+    };
     let mut node = Broker::start_with(options);
     create_topic(&node.kafka, "combined", 2, &[]).await;
     let p = producer(&node.kafka, &[]);
