@@ -417,18 +417,25 @@ impl MetaService {
     /// registration, when later). Runs until the node shuts down.
     async fn fence_silent_brokers(self) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut leading_since: Option<Instant> = None;
+        // The term this node leads in, and since when it has known it leads.
+        let mut leading: Option<(u64, Instant)> = None;
         loop {
             tick.tick().await;
-            if self.status().leader != Some(self.node_id) {
-                leading_since = None;
-                if self.raft.metrics().borrow().state == ServerState::Shutdown {
+            let status = self.status();
+            if status.leader != Some(self.node_id) {
+                leading = None;
+                if status.state == "shutdown" {
                     return;
                 }
                 continue;
             }
             let now = Instant::now();
-            let since = *leading_since.get_or_insert(now);
+            // Leadership lost and won back between two ticks is a new term: heartbeats went
+            // to another leader meanwhile, so every session starts again.
+            if leading.is_none_or(|(term, _)| term != status.term) {
+                leading = Some((status.term, now));
+            }
+            let since = leading.map_or(now, |(_, at)| at);
             let brokers: Vec<(i32, u64)> =
                 self.view(|s| s.live_brokers().map(|(id, b)| (id, b.epoch)).collect());
             let silent: Vec<(i32, u64)> = {
@@ -447,12 +454,16 @@ impl MetaService {
             };
             for (id, epoch) in silent {
                 match self.write_local(Command::FenceBroker { id, epoch }).await {
-                    Ok(_) => tracing::warn!(
+                    Ok(Written {
+                        outcome: Outcome::Done,
+                        ..
+                    }) => tracing::warn!(
                         broker = id,
                         epoch,
                         timeout_ms = self.options.broker_session_timeout.as_millis() as u64,
                         "fenced a broker that stopped heartbeating"
                     ),
+                    Ok(_) => {}
                     Err(e) => tracing::debug!(broker = id, error = %e, "could not fence a broker"),
                 }
             }
@@ -518,7 +529,7 @@ impl MetaService {
             let _ = self
                 .raft
                 .wait(Some(wait))
-                .applied_index_at_least(Some(after + 1), "changes after an index")
+                .applied_index_at_least(Some(after.saturating_add(1)), "changes after an index")
                 .await;
         }
         self.sm.changes(after)

@@ -220,6 +220,11 @@ struct ChangesQuery {
 }
 
 async fn changes(State(meta): State<MetaService>, Query(q): Query<ChangesQuery>) -> Response {
+    // A voter cut off from the others would answer from a state that no longer moves: while
+    // it knows no leader, send the broker to another voter.
+    if meta.status().leader.is_none() {
+        return answer::<()>(Err(MetaError::NotLeader(None)));
+    }
     let wait = Duration::from_millis(q.wait_ms).min(MAX_CHANGES_WAIT);
     Json(meta.changes(q.after, wait).await).into_response()
 }

@@ -85,6 +85,10 @@ pub struct MetaState {
     /// The cluster id every broker reports (set once, by the first broker).
     #[serde(default)]
     pub cluster_id: Option<String>,
+    /// Bumped by every change to the topics (creation, deletion, configs, partitions,
+    /// leaders), so a broker following the metadata reacts to those only.
+    #[serde(default)]
+    pub topics_version: u64,
 }
 
 /// A change to the metadata. Each is applied atomically, in log order.
@@ -132,6 +136,10 @@ pub enum Command {
     DeleteTopic {
         /// Name.
         name: String,
+        /// When given, only the topic with this id is deleted (not one recreated under the
+        /// same name meanwhile).
+        #[serde(default)]
+        id: Option<Uuid>,
     },
     /// Sets and removes config overrides of a topic.
     AlterTopicConfigs {
@@ -273,6 +281,22 @@ impl MetaState {
 
     /// Applies `cmd`; a refused command changes nothing.
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        let outcome = self.apply_one(cmd);
+        let topics_changed = matches!(
+            cmd,
+            Command::CreateTopic { .. }
+                | Command::DeleteTopic { .. }
+                | Command::AlterTopicConfigs { .. }
+                | Command::AddPartitions { .. }
+                | Command::SetLeader { .. }
+        ) && matches!(outcome, Outcome::Done | Outcome::LeaderEpoch(_));
+        if topics_changed {
+            self.topics_version += 1;
+        }
+        outcome
+    }
+
+    fn apply_one(&mut self, cmd: &Command) -> Outcome {
         match cmd {
             Command::RegisterBroker {
                 id,
@@ -338,10 +362,15 @@ impl MetaState {
                 );
                 Outcome::Done
             }
-            Command::DeleteTopic { name } => {
-                if self.topics.remove(name).is_none() {
+            Command::DeleteTopic { name, id } => {
+                let matches = self
+                    .topics
+                    .get(name)
+                    .is_some_and(|t| id.is_none_or(|id| t.id == id));
+                if !matches {
                     return Outcome::Unchanged;
                 }
+                self.topics.remove(name);
                 for topics in self.offsets.values_mut() {
                     topics.remove(name);
                 }
@@ -514,6 +543,7 @@ mod tests {
         };
         assert_eq!(s.apply(&create), Outcome::Done);
         assert_eq!(s.apply(&create), Outcome::Unchanged, "a retried create");
+        assert_eq!(s.topics_version, 1, "bumped by a change, not by a retry");
         let other = Command::CreateTopic {
             name: "orders".into(),
             id: Uuid::from_u128(8),
@@ -577,7 +607,16 @@ mod tests {
         });
         assert_eq!(
             s.apply(&Command::DeleteTopic {
-                name: "orders".into()
+                name: "orders".into(),
+                id: Some(Uuid::from_u128(8)),
+            }),
+            Outcome::Unchanged,
+            "another topic's id deletes nothing"
+        );
+        assert_eq!(
+            s.apply(&Command::DeleteTopic {
+                name: "orders".into(),
+                id: Some(Uuid::from_u128(7)),
             }),
             Outcome::Done
         );

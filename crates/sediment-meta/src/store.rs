@@ -291,7 +291,7 @@ impl StateMachine {
                 to,
                 entries: Vec::new(),
             }
-        } else if after + 1 >= m.recent_from {
+        } else if after.saturating_add(1) >= m.recent_from {
             Changes::Entries {
                 to,
                 entries: m
