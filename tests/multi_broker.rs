@@ -15,9 +15,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::Message;
+use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use sediment_tests::kafka::{consume, consumer, create_topic, producer};
+use sediment_tests::kafka::{admin, consume, consumer, create_topic, producer};
 use sediment_tests::meta::Quorum;
 use sediment_tests::{
     Broker, BrokerOptions, RawClient, encode_batch, fetch_request, record, run_python, wait_for,
@@ -332,6 +333,66 @@ async fn three_brokers_on_three_voters_spread_partitions_redirect_clients_and_fe
         let got = consume(&brokers[0].kafka, TOPIC, partition, 0, 151, WAIT).unwrap();
         assert_eq!(got[0].key(), Some(format!("rd-{partition}").as_bytes()));
         assert_eq!(got[150].payload(), Some(&b"x"[..]));
+    }
+
+    // A config change made through broker 2 reaches broker 1; a topic deleted through
+    // broker 3 disappears from the others, with their partitions' data.
+    let a2 = admin(&brokers[1].kafka);
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("retention.ms", "3600000");
+    let r = a2
+        .alter_configs([&alter], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    let a1 = admin(&brokers[0].kafka);
+    let mut seen = None;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let r = a1
+            .describe_configs([&ResourceSpecifier::Topic(TOPIC)], &AdminOptions::new())
+            .await
+            .unwrap();
+        let value = r[0].as_ref().ok().and_then(|c| {
+            c.entries
+                .iter()
+                .find(|e| e.name == "retention.ms")
+                .and_then(|e| e.value.clone())
+        });
+        if value.as_deref() == Some("3600000") {
+            seen = value;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some("3600000"),
+        "broker 1 sees broker 2's config change"
+    );
+    let r = admin(&brokers[2].kafka)
+        .delete_topics(&[TOPIC], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    for b in &brokers[..2] {
+        let gone = wait_for(WAIT, || {
+            let dirs = std::fs::read_dir(b.data_dir())
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.starts_with("spread-") && !name.ends_with("-delete")
+                })
+                .count();
+            let listed = consumer(&b.kafka, &[("allow.auto.create.topics", "false")])
+                .fetch_metadata(None, Duration::from_secs(5))
+                .ok()?
+                .topics()
+                .iter()
+                .any(|t| t.name() == TOPIC);
+            (dirs == 0 && !listed).then_some(())
+        });
+        assert!(gone.is_some(), "{} still has the deleted topic", b.kafka);
     }
 }
 

@@ -340,16 +340,6 @@ impl Topic {
     pub fn effective(&self) -> EffectiveConfig {
         self.configs.read().effective.clone()
     }
-
-    fn record(&self) -> TopicRecord {
-        TopicRecord {
-            name: self.name.clone(),
-            id: self.id,
-            partitions: self.partition_count(),
-            configs: self.overrides(),
-            leaders: self.leaders(),
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -680,15 +670,26 @@ impl Broker {
         let Some(mut changes) = self.store.changes() else {
             return;
         };
+        // The topics as last reconciled: other changes (offset commits, the manifest,
+        // heartbeats) do not concern them.
+        let mut synced = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = changes.changed() => if changed.is_err() { return },
             }
+            let version = self.store.topics_version();
+            if synced == Some(version) {
+                continue;
+            }
             let me = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || me.sync_topics()).await {
-                Ok(Ok(true)) => tracing::debug!("topics updated from the metadata service"),
-                Ok(Ok(false)) => {}
+                Ok(Ok(changed)) => {
+                    synced = Some(version);
+                    if changed {
+                        tracing::debug!("topics updated from the metadata service");
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "could not apply a metadata change; retrying on the next one")
                 }
@@ -728,7 +729,8 @@ impl Broker {
         effective: &EffectiveConfig,
     ) -> Result<Arc<Partition>, BrokerError> {
         let dir = self.config.data_dir.join(partition_dir_name(topic, index));
-        let log = PartitionLog::open(dir, effective.log.clone(), Arc::clone(&self.clock))?;
+        claim_partition_dir(&dir, topic_id)?;
+        let log = PartitionLog::open(&dir, effective.log.clone(), Arc::clone(&self.clock))?;
         Ok(Arc::new(Partition {
             topic: Arc::clone(topic),
             topic_id,
@@ -945,19 +947,11 @@ impl Broker {
             }));
         }
         let topic = self.open_topic(&record)?;
-        self.persist(|records| records.push(record))?;
+        self.store.create_topic(&record)?;
         let mut maps = self.topics.write();
         maps.by_id.insert(topic.id, Arc::clone(&topic));
         maps.by_name.insert(topic.name.clone(), Arc::clone(&topic));
         Ok(topic)
-    }
-
-    /// Durably saves the topic registry as it is now with `edit` applied, before the change
-    /// takes effect in memory. Callers hold the admin lock.
-    fn persist(&self, edit: impl FnOnce(&mut Vec<TopicRecord>)) -> Result<(), BrokerError> {
-        let mut records: Vec<TopicRecord> = self.topics().iter().map(|t| t.record()).collect();
-        edit(&mut records);
-        self.store.save_topics(&records)
     }
 
     /// Deletes a topic and its data.
@@ -966,7 +960,7 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        self.persist(|records| records.retain(|r| r.name != name))?;
+        self.store.delete_topic(name, topic.id)?;
         self.drop_topic_locally(&topic);
         self.tiering.forget_topic(topic.id, name);
         tracing::info!(topic = name, "deleted topic");
@@ -987,25 +981,8 @@ impl Broker {
         for partition in topic.partitions() {
             let mut state = partition.state.lock();
             state.deleted = true;
-            let dir = state.log.dir().to_path_buf();
-            let doomed = dir.with_file_name(format!(
-                "{}.{}{DELETE_SUFFIX}",
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default(),
-                Uuid::new_v4().simple()
-            ));
-            match fs::rename(&dir, &doomed) {
-                Ok(()) => {
-                    std::thread::spawn(move || {
-                        if let Err(e) = fs::remove_dir_all(&doomed) {
-                            tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition")
-                }
+            if let Err(e) = remove_in_background(state.log.dir()) {
+                tracing::warn!(dir = %state.log.dir().display(), error = %e, "could not rename deleted partition");
             }
             drop(state);
             partition.appended.notify_waiters();
@@ -1041,14 +1018,9 @@ impl Broker {
                 added.push(self.open_partition(&Arc::from(name), topic.id, index, &effective)?);
             }
         }
+        self.store.add_partitions(name, current, &new_leaders)?;
         let mut leaders = topic.leaders();
         leaders.extend(new_leaders);
-        self.persist(|records| {
-            records.iter_mut().filter(|r| r.name == name).for_each(|r| {
-                r.partitions = count;
-                r.leaders = leaders.clone();
-            })
-        })?;
         topic.partitions.write().extend(added);
         *topic.leaders.write() = leaders;
         Ok(())
@@ -1073,12 +1045,7 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        self.persist(|records| {
-            records
-                .iter_mut()
-                .filter(|r| r.name == name)
-                .for_each(|r| r.configs = overrides.clone())
-        })?;
+        self.store.set_topic_configs(name, &overrides)?;
         self.apply_configs(&topic, overrides)
     }
 
@@ -1301,6 +1268,54 @@ impl Broker {
     }
 }
 
+/// Renames a partition directory to `<name>.<uuid>-delete` and removes it on a thread of its
+/// own (what is left after a crash is removed at the next start).
+fn remove_in_background(dir: &Path) -> std::io::Result<()> {
+    let doomed = dir.with_file_name(format!(
+        "{}.{}{DELETE_SUFFIX}",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        Uuid::new_v4().simple()
+    ));
+    fs::rename(dir, &doomed)?;
+    std::thread::spawn(move || {
+        if let Err(e) = fs::remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
+        }
+    });
+    Ok(())
+}
+
+/// The topic id file in each partition directory (Kafka's `partition.metadata`).
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Makes `dir` the directory of a partition of topic `topic_id`: a directory left by another
+/// topic of the same name (deleted and recreated while this broker was down) is set aside
+/// and removed, never read as this topic's data; a new directory, or one from before the id
+/// file, gets the file.
+fn claim_partition_dir(dir: &Path, topic_id: Uuid) -> Result<(), BrokerError> {
+    let storage = |e: std::io::Error| BrokerError::Storage(format!("{e} path={}", dir.display()));
+    let path = dir.join(PARTITION_METADATA);
+    let expected = format!("version: 0\ntopic_id: {topic_id}\n");
+    match fs::read_to_string(&path) {
+        Ok(found) if found == expected => return Ok(()),
+        Ok(found) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                found = %found.trim().replace('\n', ", "),
+                topic_id = %topic_id,
+                "partition directory of another topic with the same name; removing it"
+            );
+            remove_in_background(dir).map_err(storage)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(storage(e)),
+    }
+    fs::create_dir_all(dir).map_err(storage)?;
+    crate::store::write_atomically(&path, expected.as_bytes())
+}
+
 fn remove_deleted_dirs(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -1379,6 +1394,30 @@ mod tests {
         let broker = open(dir.path());
         assert!(broker.topic("orders").is_none());
         assert!(!dir.path().join("orders-1").exists());
+    }
+
+    #[test]
+    fn a_partition_directory_of_another_topic_with_the_same_name_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("orders-0");
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        claim_partition_dir(&p, a).unwrap();
+        fs::write(p.join("00000000000000000000.log"), b"old").unwrap();
+        claim_partition_dir(&p, a).unwrap();
+        assert!(
+            p.join("00000000000000000000.log").exists(),
+            "the same topic keeps its data"
+        );
+        claim_partition_dir(&p, b).unwrap();
+        assert!(
+            !p.join("00000000000000000000.log").exists(),
+            "another topic's data is set aside"
+        );
+        assert!(
+            fs::read_to_string(p.join(PARTITION_METADATA))
+                .unwrap()
+                .contains(&b.to_string())
+        );
     }
 
     #[test]

@@ -291,6 +291,71 @@ impl MetadataStore for MetaStores {
         }))
     }
 
+    // Each change is one command of its own, checked where it is applied: a broker's view of
+    // the topics may lag other brokers' changes, so nothing is derived from the whole list.
+    fn create_topic(&self, topic: &TopicRecord) -> Result<(), BrokerError> {
+        let cmd = Command::CreateTopic {
+            name: topic.name.clone(),
+            id: topic.id,
+            leaders: topic.leaders_or(self.node_id),
+            configs: topic.configs.clone(),
+        };
+        match self.meta.write_blocking(cmd).map_err(meta_error)? {
+            Outcome::Refused(why) if why.contains("already exists") => {
+                Err(BrokerError::TopicAlreadyExists(topic.name.clone()))
+            }
+            Outcome::Refused(why) => Err(BrokerError::Storage(format!(
+                "metadata service refused: {why}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn delete_topic(&self, name: &str, id: Uuid) -> Result<(), BrokerError> {
+        self.write(Command::DeleteTopic {
+            name: name.to_string(),
+            id: Some(id),
+        })?;
+        Ok(())
+    }
+
+    fn add_partitions(&self, name: &str, current: i32, leaders: &[i32]) -> Result<(), BrokerError> {
+        match self
+            .meta
+            .write_blocking(Command::AddPartitions {
+                name: name.to_string(),
+                current: current.max(0) as usize,
+                leaders: leaders.to_vec(),
+            })
+            .map_err(meta_error)?
+        {
+            Outcome::Refused(why) => Err(BrokerError::InvalidPartitions(why)),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let remove = self.meta.view(|s| {
+            s.topics.get(name).map_or_else(Vec::new, |t| {
+                t.configs
+                    .keys()
+                    .filter(|k| !configs.contains_key(*k))
+                    .cloned()
+                    .collect()
+            })
+        });
+        self.write(Command::AlterTopicConfigs {
+            name: name.to_string(),
+            set: configs.clone(),
+            remove,
+        })?;
+        Ok(())
+    }
+
     fn live_brokers(&self) -> Vec<ClusterBroker> {
         self.meta.view(|s| {
             s.live_brokers()
@@ -321,6 +386,10 @@ impl MetadataStore for MetaStores {
         }
     }
 
+    fn topics_version(&self) -> u64 {
+        self.meta.view(|s| s.topics_version)
+    }
+
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         match &self.meta {
             Backend::Local(_) => None,
@@ -335,7 +404,10 @@ impl MetadataStore for MetaStores {
                 topics.iter().map(|t| (t.name.as_str(), t)).collect();
             for name in s.topics.keys() {
                 if !wanted.contains_key(name.as_str()) {
-                    cmds.push(Command::DeleteTopic { name: name.clone() });
+                    cmds.push(Command::DeleteTopic {
+                        name: name.clone(),
+                        id: None,
+                    });
                 }
             }
             for t in topics {
@@ -351,6 +423,7 @@ impl MetadataStore for MetaStores {
                     Some(have) if have.id != t.id => {
                         cmds.push(Command::DeleteTopic {
                             name: t.name.clone(),
+                            id: Some(have.id),
                         });
                         cmds.push(create);
                     }

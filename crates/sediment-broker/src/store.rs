@@ -68,6 +68,50 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Reserves `count` producer ids never handed out before (by any earlier run) and returns
     /// the first; the reservation is durable before this returns.
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, BrokerError>;
+    /// Adds `topic`; TOPIC_ALREADY_EXISTS when the name is taken (by this or another broker).
+    fn create_topic(&self, topic: &TopicRecord) -> Result<(), BrokerError> {
+        let mut all = self.load_topics()?;
+        if all.iter().any(|t| t.name == topic.name) {
+            return Err(BrokerError::TopicAlreadyExists(topic.name.clone()));
+        }
+        all.push(topic.clone());
+        self.save_topics(&all)
+    }
+    /// Deletes topic `name` if it is still the one with id `id`.
+    fn delete_topic(&self, name: &str, id: Uuid) -> Result<(), BrokerError> {
+        let mut all = self.load_topics()?;
+        all.retain(|t| t.name != name || t.id != id);
+        self.save_topics(&all)
+    }
+    /// Adds partitions led by `leaders` to topic `name`, which has `current` partitions.
+    fn add_partitions(&self, name: &str, current: i32, leaders: &[i32]) -> Result<(), BrokerError> {
+        let mut all = self.load_topics()?;
+        for t in all.iter_mut().filter(|t| t.name == name) {
+            if t.partitions != current {
+                return Err(BrokerError::InvalidPartitions(format!(
+                    "topic '{name}' has {} partitions, not {current}",
+                    t.partitions
+                )));
+            }
+            let mut l = t.leaders_or(leaders.first().copied().unwrap_or_default());
+            l.extend_from_slice(leaders);
+            t.partitions += leaders.len() as i32;
+            t.leaders = l;
+        }
+        self.save_topics(&all)
+    }
+    /// Replaces topic `name`'s config overrides with `configs`.
+    fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let mut all = self.load_topics()?;
+        for t in all.iter_mut().filter(|t| t.name == name) {
+            t.configs = configs.clone();
+        }
+        self.save_topics(&all)
+    }
     /// The registered brokers that are not fenced, by node id. Empty when the store knows of
     /// no brokers (a single broker with file metadata): then this broker is the cluster.
     fn live_brokers(&self) -> Vec<ClusterBroker> {
@@ -76,6 +120,10 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Registers this broker (its advertised address) with the cluster.
     fn register(&self, _me: &ClusterBroker) -> Result<(), BrokerError> {
         Ok(())
+    }
+    /// A number that changes whenever the topics do (0 when only this broker changes them).
+    fn topics_version(&self) -> u64 {
+        0
     }
     /// Told a new version number whenever the stored metadata may have been changed by
     /// someone else (another broker); `None` when only this broker changes it.

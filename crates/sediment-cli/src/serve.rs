@@ -279,16 +279,26 @@ async fn serve(
             .into_values()
             .collect();
         Box::new(move |_dir: &std::path::Path| {
+            // Each metadata call retries for up to 15 s (the broker waits that long at most,
+            // sometimes under its admin lock); at start-up the quorum gets a minute.
             let client =
-                sediment_meta::MetaClient::new(voters.clone(), std::time::Duration::from_secs(60));
-            let replica = handle
-                .block_on(sediment_meta::MetaReplica::connect(client))
-                .map_err(|e| {
-                    BrokerError::Storage(format!(
-                        "cannot reach the metadata quorum (controller.quorum_voters={}): {e}",
-                        voters.join(",")
-                    ))
-                })?;
+                sediment_meta::MetaClient::new(voters.clone(), std::time::Duration::from_secs(15));
+            let started = std::time::Instant::now();
+            let replica = loop {
+                match handle.block_on(sediment_meta::MetaReplica::connect(client.clone())) {
+                    Ok(r) => break r,
+                    Err(e) if started.elapsed() < std::time::Duration::from_secs(60) => {
+                        tracing::warn!(error = %e, "waiting for the metadata quorum");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                    Err(e) => {
+                        return Err(BrokerError::Storage(format!(
+                            "cannot reach the metadata quorum (controller.quorum_voters={}): {e}",
+                            voters.join(",")
+                        )));
+                    }
+                }
+            };
             replica.follow();
             let stores = MetaStores::remote(replica, node_id);
             let _ = cell.set(stores.clone());

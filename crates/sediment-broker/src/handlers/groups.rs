@@ -236,6 +236,9 @@ pub(super) fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGro
                 let e = BrokerError::InvalidGroupId("the group id is empty".into());
                 return base.with_error_code(ctx.error(&e).0);
             }
+            if let Err(e) = ctx.broker.check_coordinator(&id) {
+                return base.with_error_code(ctx.error(&e).0);
+            }
             match ctx.broker.groups().describe(&id) {
                 // Kafka describes an unknown group as Dead with no error.
                 None => base.with_group_state(s(GroupState::Dead.name())),
@@ -268,7 +271,10 @@ pub(super) fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsRes
         .groups_names
         .into_iter()
         .map(|id| {
-            let result = ctx.broker.groups().delete_group(&id);
+            let result = ctx
+                .broker
+                .check_coordinator(&id)
+                .and_then(|()| ctx.broker.groups().delete_group(&id));
             if result.is_ok() {
                 tracing::info!(group = %&*id, "deleted group");
             }

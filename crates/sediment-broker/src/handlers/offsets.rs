@@ -235,7 +235,11 @@ pub(super) fn delete(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteRes
         })
         .collect();
     let group: &GroupId = &req.group_id;
-    match ctx.broker.groups().delete_offsets(group, &partitions) {
+    let deleted = ctx
+        .broker
+        .check_coordinator(group)
+        .and_then(|()| ctx.broker.groups().delete_offsets(group, &partitions));
+    match deleted {
         Err(e) => OffsetDeleteResponse::default().with_error_code(ctx.error(&e).0),
         Ok(results) => {
             let mut results = results.into_iter();
