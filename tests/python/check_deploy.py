@@ -217,6 +217,7 @@ def check_config(docs, sediment):
         "node_id": 0,
         "archive.url": env.get("SEDIMENT_ARCHIVE_URL"),
         "kafka.advertised_listener": "sediment-0.sediment-headless.sediment.svc:9092",
+        "process_roles": "broker,controller",
     }
     for key, value in want.items():
         got = settings
@@ -224,8 +225,14 @@ def check_config(docs, sediment):
             got = got[k]
         if got != value:
             fail(f"effective setting {key} = {got!r}, expected {value!r}")
+    # The metadata voters are the first pods (up to three) by their stable names.
+    replicas = sts[0]["spec"].get("replicas", 1)
+    voters = ",".join(f"{i}@sediment-{i}.sediment-headless.sediment.svc:9093" for i in range(min(replicas, 3)))
+    if settings["controller"]["quorum_voters"] != voters:
+        fail(f"controller.quorum_voters = {settings['controller']['quorum_voters']!r} for {replicas} "
+             f"replicas, expected {voters!r}")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for name, key in (("kafka", "listen"), ("admin", "listen")):
+    for name, key in (("kafka", "listen"), ("admin", "listen"), ("controller", "listen")):
         listen = settings[name][key]
         if not listen.endswith(f":{ports[name]}"):
             fail(f"{name}.{key} = {listen} but the container port {name} is {ports[name]}")
