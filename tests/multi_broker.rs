@@ -19,7 +19,7 @@ use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use sediment_tests::kafka::{admin, consume, consumer, create_topic, producer};
-use sediment_tests::meta::Quorum;
+use sediment_tests::meta::{Controller, Quorum};
 use sediment_tests::{
     Broker, BrokerOptions, RawClient, encode_batch, fetch_request, record, run_python, wait_for,
 };
@@ -119,6 +119,45 @@ async fn three_brokers_on_three_voters_spread_partitions_redirect_clients_and_fe
             b.kafka
         );
     }
+    // The quorum through a broker's admin API: every voter's view, and a fourth voter added
+    // (learner first, then promoted).
+    let views = brokers[0].admin_json("/v1/meta/quorum");
+    let views = views.as_array().unwrap();
+    assert_eq!(views.len(), 3, "{views:?}");
+    assert_eq!(
+        views
+            .iter()
+            .filter(|v| v["status"]["state"] == "leader")
+            .count(),
+        1,
+        "{views:?}"
+    );
+    let mut fourth = Controller::new(
+        4,
+        format!("127.0.0.1:{}", sediment_tests::meta::free_port()),
+        voters.clone(),
+    );
+    fourth.start().unwrap();
+    let add = |body: serde_json::Value| {
+        let (code, answer) = brokers[1].admin_post("/v1/meta/membership", &body).unwrap();
+        assert_eq!(code, 200, "{body}: {answer}");
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()
+    };
+    add(serde_json::json!({"op": "add-learner", "id": 4, "addr": fourth.addr}));
+    let status = add(serde_json::json!({"op": "add-voters", "ids": [4]}));
+    assert_eq!(
+        status["voters"],
+        serde_json::json!([1, 2, 3, 4]),
+        "{status}"
+    );
+    let (code, answer) = brokers[1]
+        .admin_post(
+            "/v1/meta/membership",
+            &serde_json::json!({"op": "add-voters", "ids": [9]}),
+        )
+        .unwrap();
+    assert_eq!(code, 400, "an impossible change is refused: {answer}");
+
     // One cluster id for all (the first broker's, kept by the quorum).
     let cluster_ids: BTreeSet<String> = brokers
         .iter()
@@ -463,4 +502,14 @@ async fn a_combined_broker_and_controller_serves_and_keeps_its_data_across_a_res
     );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status[0]["status"]["leader"], 1, "{status}");
+    assert_eq!(
+        node.admin_json("/v1/meta/quorum")[0]["status"]["state"],
+        "leader"
+    );
+
+    // The embedded default has no quorum to show or change, and says so.
+    let embedded = Broker::start();
+    let (code, body) = embedded.admin_get("/v1/meta/quorum").unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("in-process single voter"), "{body}");
 }

@@ -243,11 +243,28 @@ impl Broker {
 
     /// GETs `path` from the admin server: (status, body).
     pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        self.admin_request("GET", path, None)
+    }
+
+    /// POSTs the JSON `body` to `path` on the admin server: (status, body).
+    pub fn admin_post(&self, path: &str, body: &serde_json::Value) -> Result<(u16, String)> {
+        self.admin_request("POST", path, Some(body))
+    }
+
+    fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String)> {
         let mut s = TcpStream::connect(&self.admin)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
         )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;

@@ -1,6 +1,7 @@
 //! The admin HTTP server (axum): Prometheus metrics, health probes, a JSON view of topics,
 //! consumer groups (members, assignments, committed offsets and lag) and the archive for
-//! operators, and consumer-group offset resets.
+//! operators, consumer-group offset resets, and the metadata quorum's status and membership
+//! (for a broker on a quorum).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -48,6 +49,9 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// The broker once it has opened its logs.
     pub broker: Arc<OnceLock<Arc<Broker>>>,
+    /// The metadata quorum's client, for a broker on a quorum (`None`: the metadata is an
+    /// in-process single voter).
+    pub meta: Option<sediment_meta::MetaClient>,
 }
 
 /// The admin routes.
@@ -69,6 +73,8 @@ pub fn router(state: AdminState) -> Router {
             "/v1/archive/verify",
             get(archive_verify).post(archive_verify),
         )
+        .route("/v1/meta/quorum", get(meta_quorum))
+        .route("/v1/meta/membership", axum::routing::post(meta_membership))
         .with_state(state)
 }
 
@@ -286,6 +292,49 @@ async fn group(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
         offsets,
     })
     .into_response()
+}
+
+fn no_quorum() -> Response {
+    json_error(
+        StatusCode::CONFLICT,
+        "this broker keeps its metadata in an in-process single voter (process_roles unset): \
+         there is no quorum to show or change"
+            .into(),
+    )
+}
+
+/// Every voter's own view (`sediment meta status --json`): `[{addr, status} | {addr, error}]`.
+async fn meta_quorum(State(state): State<AdminState>) -> Response {
+    let Some(client) = &state.meta else {
+        return no_quorum();
+    };
+    let mut views = Vec::new();
+    for addr in client.addrs() {
+        views.push(match client.status_of(addr).await {
+            Ok(s) => serde_json::json!({ "addr": addr, "status": s }),
+            Err(e) => serde_json::json!({ "addr": addr, "error": e.to_string() }),
+        });
+    }
+    Json(views).into_response()
+}
+
+/// A membership change (`{"op": "add-learner", "id": 4, "addr": "h:9093"}`, `add-voters`
+/// with `ids`, `remove-nodes` with `ids`), made on the quorum's leader; answers the leader's
+/// view afterwards.
+async fn meta_membership(
+    State(state): State<AdminState>,
+    Json(change): Json<sediment_meta::MembershipChange>,
+) -> Response {
+    let Some(client) = &state.meta else {
+        return no_quorum();
+    };
+    match client.change_membership(&change).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e @ sediment_meta::MetaError::Refused(_)) => {
+            json_error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 fn json_error(status: StatusCode, message: String) -> Response {

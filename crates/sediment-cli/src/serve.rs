@@ -207,12 +207,26 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let broker_cell = Arc::new(OnceLock::new());
+    // A broker on a quorum reaches it with this client: each call retries for up to 15 s (the
+    // broker waits that long at most, sometimes under its admin lock).
+    let quorum_client = if roles == Roles::Embedded {
+        None
+    } else {
+        let voters: Vec<String> = parse_voters(&settings.controller.quorum_voters)?
+            .into_values()
+            .collect();
+        Some(sediment_meta::MetaClient::new(
+            voters,
+            std::time::Duration::from_secs(15),
+        ))
+    };
     let admin_task = tokio::spawn(serve_admin(
         admin,
         AdminState {
             metrics: Arc::clone(&metrics),
             health: Arc::clone(&health),
             broker: Arc::clone(&broker_cell),
+            meta: quorum_client.clone(),
         },
         shutdown.clone(),
     ));
@@ -275,14 +289,10 @@ async fn serve(
         let handle = meta_runtime.handle().clone();
         let cell = Arc::clone(&stores_cell);
         let node_id = config.node_id;
-        let voters: Vec<String> = parse_voters(&settings.controller.quorum_voters)?
-            .into_values()
-            .collect();
+        let client = quorum_client.clone().context("a quorum client")?;
         Box::new(move |_dir: &std::path::Path| {
-            // Each metadata call retries for up to 15 s (the broker waits that long at most,
-            // sometimes under its admin lock); at start-up the quorum gets a minute.
-            let client =
-                sediment_meta::MetaClient::new(voters.clone(), std::time::Duration::from_secs(15));
+            // At start-up the quorum gets a minute.
+            let voters = client.addrs().to_vec();
             let started = std::time::Instant::now();
             let replica = loop {
                 match handle.block_on(sediment_meta::MetaReplica::connect(client.clone())) {

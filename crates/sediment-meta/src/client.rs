@@ -63,6 +63,11 @@ impl MetaClient {
         }
     }
 
+    /// The voters' addresses it was given.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
     /// Replicates `cmd` and returns its outcome (see [`crate::MetaService::write`]).
     pub async fn write(&self, cmd: &Command) -> Result<Outcome, MetaError> {
         Ok(self.write_indexed(cmd).await?.outcome)
