@@ -551,8 +551,8 @@ impl Broker {
         Ok(broker)
     }
 
-    /// This broker as clients reach it.
-    fn me(&self) -> ClusterBroker {
+    /// This broker as clients reach it (what it registers with the metadata service).
+    pub fn me(&self) -> ClusterBroker {
         ClusterBroker {
             id: self.config.node_id,
             host: self.config.advertised_host.clone(),

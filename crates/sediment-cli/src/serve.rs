@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use sediment_broker::{
-    AdminState, Broker, BrokerError, ClusterBroker, Health, MetaStores, Metrics, OpenMeta,
-    serve_admin, serve_kafka,
+    AdminState, Broker, BrokerError, Health, MetaStores, Metrics, OpenMeta, serve_admin,
+    serve_kafka,
 };
 use sediment_log::SystemClock;
 use tokio::net::TcpListener;
@@ -340,12 +340,7 @@ async fn serve(
     };
     let _ = broker_cell.set(Arc::clone(&broker));
     if let Some(stores) = stores_cell.get() {
-        let me = ClusterBroker {
-            id: config.node_id,
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-            rack: config.rack.clone(),
-        };
+        let me = broker.me();
         let interval =
             std::time::Duration::from_millis(settings.controller.broker_heartbeat_interval_ms);
         let stores = stores.clone();

@@ -96,6 +96,13 @@ fn write_error(e: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNod
     }
 }
 
+/// Whether this thread belongs to a multi-threaded tokio runtime, where a blocking wait must
+/// go through `block_in_place` (so the worker's other tasks move elsewhere).
+pub(crate) fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 fn shut_down() -> MetaError {
     MetaError::Raft("the metadata node is shut down".into())
 }
@@ -482,10 +489,7 @@ impl MetaService {
         beat: Heartbeat,
         may_forward: bool,
     ) -> Result<Outcome, MetaError> {
-        if let Some(addr) = self.leader_addr()
-            && may_forward
-            && self.http.is_some()
-        {
+        if let Some(addr) = self.forward_to(may_forward) {
             return self
                 .forward(
                     reqwest::Method::POST,
@@ -607,9 +611,8 @@ impl MetaService {
         cmd: Command,
         may_forward: bool,
     ) -> Result<Written, MetaError> {
-        let leader = self.leader_addr();
-        match leader {
-            Some(addr) if may_forward && self.http.is_some() => {
+        match self.forward_to(may_forward) {
+            Some(addr) => {
                 self.forward(reqwest::Method::POST, &addr, "/meta/v1/write", Some(&cmd))
                     .await
             }
@@ -630,9 +633,7 @@ impl MetaService {
     /// current-thread runtime's thread.
     pub fn write_blocking(&self, cmd: Command) -> Result<Outcome, MetaError> {
         let answer = self.enqueue(cmd)?;
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let answer = if multi_thread {
+        let answer = if on_multi_thread_runtime() {
             tokio::task::block_in_place(|| answer.blocking_recv())
         } else {
             answer.blocking_recv()
@@ -647,8 +648,8 @@ impl MetaService {
     }
 
     pub(crate) async fn read_or_forward(&self, may_forward: bool) -> Result<MetaState, MetaError> {
-        match self.leader_addr() {
-            Some(addr) if may_forward && self.http.is_some() => {
+        match self.forward_to(may_forward) {
+            Some(addr) => {
                 self.forward::<(), _>(reqwest::Method::GET, &addr, "/meta/v1/state", None)
                     .await
             }
@@ -678,10 +679,7 @@ impl MetaService {
         change: MembershipChange,
         may_forward: bool,
     ) -> Result<MetaStatus, MetaError> {
-        if let Some(addr) = self.leader_addr()
-            && may_forward
-            && self.http.is_some()
-        {
+        if let Some(addr) = self.forward_to(may_forward) {
             return self
                 .forward(
                     reqwest::Method::POST,
@@ -735,6 +733,16 @@ impl MetaService {
             }
         }
         Ok(self.status())
+    }
+
+    /// Where a request this node received goes instead: the leader's address when another
+    /// node leads, forwarding is allowed (not already forwarded) and this node has peers.
+    fn forward_to(&self, may_forward: bool) -> Option<String> {
+        if may_forward && self.http.is_some() {
+            self.leader_addr()
+        } else {
+            None
+        }
     }
 
     /// The leader's controller address when another node leads; `None` when this node leads

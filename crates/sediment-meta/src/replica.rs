@@ -137,9 +137,7 @@ impl MetaReplica {
     /// worker it uses `block_in_place`. Must not be called on a current-thread runtime's
     /// thread.
     pub fn write_blocking(&self, cmd: Command) -> Result<Outcome, MetaError> {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
+        if crate::on_multi_thread_runtime() {
             tokio::task::block_in_place(|| self.runtime.block_on(self.write(cmd)))
         } else {
             self.runtime.block_on(self.write(cmd))
