@@ -9,6 +9,7 @@ pub mod archive;
 pub mod kafka;
 pub mod meta;
 pub mod s3;
+pub mod tls;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -84,6 +85,8 @@ pub struct Broker {
     pub kafka: String,
     /// Admin HTTP address, `127.0.0.1:PORT`.
     pub admin: String,
+    /// TLS listener address, `127.0.0.1:PORT`, when the broker runs one.
+    pub kafka_tls: Option<String>,
     starts: u32,
 }
 
@@ -102,6 +105,7 @@ impl Broker {
             options,
             kafka: String::new(),
             admin: String::new(),
+            kafka_tls: None,
             starts: 0,
         };
         broker.spawn().expect("broker starts");
@@ -188,6 +192,7 @@ impl Broker {
             })?;
         self.kafka = v["kafka"].as_str().context("kafka address")?.to_string();
         self.admin = v["admin"].as_str().context("admin address")?.to_string();
+        self.kafka_tls = v["kafka_tls"].as_str().map(str::to_string);
         self.child = Some(child);
         Ok(())
     }

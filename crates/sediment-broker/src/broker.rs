@@ -558,6 +558,7 @@ impl Broker {
             host: self.config.advertised_host.clone(),
             port: self.config.advertised_port,
             rack: self.config.rack.clone(),
+            listeners: self.config.listeners.clone(),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     /// Port clients are told to connect to.
     pub advertised_port: u16,
+    /// Listeners besides the primary one, as clients reach them (the TLS listener, `SSL`).
+    pub listeners: Vec<sediment_meta::Endpoint>,
     /// Rack reported in Metadata.
     pub rack: Option<String>,
     /// `auto.create.topics.enable`: create a topic when a client asks for its metadata.
@@ -60,6 +62,7 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             advertised_host: "localhost".into(),
             advertised_port: 9092,
+            listeners: Vec::new(),
             rack: None,
             auto_create_topics: true,
             num_partitions: 1,

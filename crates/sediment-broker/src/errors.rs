@@ -141,6 +141,9 @@ pub enum BrokerError {
     /// Another broker coordinates this group: the client looks it up again.
     #[error("not the coordinator: {0}")]
     NotCoordinator(String),
+    /// The partition's leader has no listener of the name this client connected through.
+    #[error("listener not found: {0}")]
+    ListenerNotFound(String),
 }
 
 impl BrokerError {
@@ -188,6 +191,7 @@ impl BrokerError {
             NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
             LeaderNotAvailable(_) => ResponseError::LeaderNotAvailable,
             NotCoordinator(_) => ResponseError::NotCoordinator,
+            ListenerNotFound(_) => ResponseError::ListenerNotFound,
             FencedMemberEpoch(_) => ResponseError::FencedMemberEpoch,
             StaleMemberEpoch(_) => ResponseError::StaleMemberEpoch,
             UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,

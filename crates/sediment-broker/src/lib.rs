@@ -24,6 +24,7 @@ pub mod protocol;
 mod server;
 mod store;
 mod tiering;
+mod tls;
 mod topic_config;
 mod validate;
 
@@ -34,8 +35,11 @@ pub use errors::BrokerError;
 pub use meta_store::{MetaStores, OpenMeta};
 pub use metrics::Metrics;
 pub use offset_reset::{PartitionReset, ResetPlan, ResetRequest, ResetTo, parse_datetime};
-pub use server::serve_kafka;
-pub use store::{ClusterBroker, FileMetadataStore, MetadataStore, TopicRecord};
+pub use server::{KafkaListener, serve_kafka};
+pub use store::{
+    ClusterBroker, FileMetadataStore, MetadataStore, PLAINTEXT_LISTENER, SSL_LISTENER, TopicRecord,
+};
 pub use tiering::{PartitionArchiveStats, Tiering, TieringStatus};
+pub use tls::{TlsFiles, acceptor as tls_acceptor};
 pub use topic_config::{CONFIG_DEFS, LogDefaults};
 pub use validate::{BatchLimits, validate_batch};

@@ -272,6 +272,7 @@ fn register_command(me: &ClusterBroker) -> Command {
         host: me.host.clone(),
         port: me.port,
         rack: me.rack.clone(),
+        listeners: me.listeners.clone(),
     }
 }
 
@@ -364,6 +365,7 @@ impl MetadataStore for MetaStores {
                     host: b.host.clone(),
                     port: b.port,
                     rack: b.rack.clone(),
+                    listeners: b.listeners.clone(),
                 })
                 .collect()
         })

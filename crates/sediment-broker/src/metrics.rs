@@ -67,6 +67,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections accepted since start.
     pub connections_accepted: Counter,
+    /// TLS handshakes that failed or timed out (bad certificates, plaintext clients).
+    pub tls_handshake_failures: Counter,
     /// fsync time of partition flushes.
     pub flush_duration: Histogram,
     /// Segments committed to the archive.
@@ -378,6 +380,7 @@ impl Metrics {
             duplicate_batches: Counter::default(),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
+            tls_handshake_failures: Counter::default(),
             flush_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             archive_segments: Counter::default(),
             archive_uploaded_bytes: Counter::default(),
@@ -443,6 +446,11 @@ impl Metrics {
             "sediment_kafka_connections_accepted",
             "Kafka client connections accepted",
             metrics.connections_accepted.clone(),
+        );
+        registry.register(
+            "sediment_kafka_tls_handshake_failures",
+            "TLS handshakes on the SSL listener that failed or timed out",
+            metrics.tls_handshake_failures.clone(),
         );
         registry.register(
             "sediment_log_flush_duration_seconds",

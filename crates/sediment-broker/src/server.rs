@@ -6,16 +6,21 @@
 //! which idempotent producers rely on), and a writer task writes responses. The queues between
 //! them are bounded, so a client that sends faster than we answer is slowed by TCP back-pressure.
 //! A malformed frame closes its own connection only.
+//!
+//! A listener is plaintext (`PLAINTEXT`) or TLS (`SSL`); a TLS connection finishes its
+//! handshake (bounded by [`TLS_HANDSHAKE_TIMEOUT`]) before its first frame is read. Requests
+//! know the listener they came through, so Metadata describes brokers by that listener's
+//! advertised addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -30,9 +35,53 @@ use crate::protocol::{
 /// Requests read ahead of the one being handled, and responses queued for writing.
 const QUEUE_DEPTH: usize = 16;
 
+/// How long a TLS client has to finish its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a bound Kafka listener serves: its name and, for TLS, the acceptor.
+#[derive(Clone)]
+pub struct KafkaListener {
+    /// Listener name (`PLAINTEXT`, `SSL`), matching the broker's advertised listeners.
+    pub name: &'static str,
+    /// TLS acceptor of an `SSL` listener; `None` for plaintext.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for KafkaListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaListener")
+            .field("name", &self.name)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl KafkaListener {
+    /// The plaintext listener.
+    pub fn plaintext() -> Self {
+        Self {
+            name: crate::store::PLAINTEXT_LISTENER,
+            tls: None,
+        }
+    }
+
+    /// The TLS listener.
+    pub fn tls(acceptor: TlsAcceptor) -> Self {
+        Self {
+            name: crate::store::SSL_LISTENER,
+            tls: Some(acceptor),
+        }
+    }
+}
+
 /// Serves Kafka clients on `listener` until `shutdown`, then waits (up to the configured
 /// shutdown timeout) for in-flight requests to be answered.
-pub async fn serve_kafka(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+pub async fn serve_kafka(
+    listener: TcpListener,
+    kind: KafkaListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(broker.config().max_connections));
     loop {
@@ -48,8 +97,34 @@ pub async fn serve_kafka(listener: TcpListener, broker: Arc<Broker>, shutdown: C
             Ok((socket, peer)) => {
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
+                let kind = kind.clone();
+                let _ = socket.set_nodelay(true);
                 tracker.spawn(async move {
-                    connection(socket, peer, broker, shutdown).await;
+                    match &kind.tls {
+                        None => connection(socket, peer, kind.name, broker, shutdown).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::select! {
+                                h = tokio::time::timeout(
+                                    TLS_HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(socket),
+                                ) => h,
+                                _ = shutdown.cancelled() => return,
+                            };
+                            match handshake {
+                                Ok(Ok(tls)) => {
+                                    connection(tls, peer, kind.name, broker, shutdown).await
+                                }
+                                Ok(Err(e)) => {
+                                    broker.metrics().tls_handshake_failures.inc();
+                                    tracing::warn!(%peer, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    broker.metrics().tls_handshake_failures.inc();
+                                    tracing::warn!(%peer, "TLS handshake timed out");
+                                }
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -72,17 +147,19 @@ pub async fn serve_kafka(listener: TcpListener, broker: Arc<Broker>, shutdown: C
     }
 }
 
-async fn connection(
-    socket: TcpStream,
+async fn connection<S>(
+    socket: S,
     peer: SocketAddr,
+    listener: &'static str,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let metrics = Arc::clone(broker.metrics());
     metrics.connections.inc();
     metrics.connections_accepted.inc();
-    let _ = socket.set_nodelay(true);
-    let (mut rd, wr) = socket.into_split();
+    let (mut rd, wr) = tokio::io::split(socket);
     let (req_tx, mut req_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
     let (resp_tx, resp_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
     let max = broker.config().socket_request_max_bytes;
@@ -127,6 +204,7 @@ async fn connection(
                     shutdown: &shutdown,
                     client_id: req.header.client_id.as_deref().unwrap_or(""),
                     peer,
+                    listener,
                 };
                 let span = tracing::info_span!(
                     "request",
@@ -181,8 +259,8 @@ async fn connection(
     metrics.connections.dec();
 }
 
-async fn write_loop(
-    wr: OwnedWriteHalf,
+async fn write_loop<S: AsyncWrite>(
+    wr: WriteHalf<S>,
     mut rx: mpsc::Receiver<Bytes>,
     metrics: Arc<Metrics>,
     peer: SocketAddr,

@@ -46,17 +46,52 @@ impl TopicRecord {
     }
 }
 
+/// Name of the primary (plaintext) Kafka listener, as Kafka names it.
+pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
+/// Name of the TLS Kafka listener, as Kafka names it.
+pub const SSL_LISTENER: &str = "SSL";
+
 /// A broker of the cluster as clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterBroker {
     /// Node id.
     pub id: i32,
-    /// Advertised host.
+    /// Advertised host of the primary listener.
     pub host: String,
-    /// Advertised Kafka port.
+    /// Advertised Kafka port of the primary listener.
     pub port: u16,
     /// Rack.
     pub rack: Option<String>,
+    /// Listeners besides the primary one (the TLS listener).
+    pub listeners: Vec<sediment_meta::Endpoint>,
+}
+
+impl ClusterBroker {
+    /// Where clients of `listener` reach this broker; `None` when it has no such listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if listener == PLAINTEXT_LISTENER {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
+
+    /// Kafka's `advertised.listeners` value: `PLAINTEXT://host:port,SSL://host:port`.
+    pub fn advertised_listeners(&self) -> String {
+        std::iter::once(format!(
+            "{PLAINTEXT_LISTENER}://{}:{}",
+            self.host, self.port
+        ))
+        .chain(
+            self.listeners
+                .iter()
+                .map(|e| format!("{}://{}:{}", e.name, e.host, e.port)),
+        )
+        .collect::<Vec<_>>()
+        .join(",")
+    }
 }
 
 /// Where topic records are kept.

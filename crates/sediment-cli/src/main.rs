@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run a broker. With no flags: data in ./sediment-data, Kafka on :9092, admin HTTP on :9644,
     /// archive in ./sediment-data/archive.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect and check the archive (through a running broker's admin API).
     #[command(subcommand)]
     Archive(archive_cmd::ArchiveCommand),
@@ -65,6 +65,19 @@ pub(crate) struct ServeArgs {
     /// behind a Service, a NAT).
     #[arg(long, value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
+    /// Address of the TLS listener (Kafka's SSL listener), e.g. 0.0.0.0:9094; needs
+    /// --tls-cert-file and --tls-key-file.
+    #[arg(long, value_name = "HOST:PORT")]
+    tls_listen: Option<String>,
+    /// Address given to clients of the TLS listener (an OpenShift Route: its host and 443).
+    #[arg(long, value_name = "HOST:PORT")]
+    tls_advertised_listener: Option<String>,
+    /// PEM certificate chain of the TLS listener.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[arg(long, value_name = "FILE")]
+    tls_key_file: Option<PathBuf>,
     /// Address for the admin HTTP server (metrics, health).
     #[arg(long, value_name = "HOST:PORT")]
     admin_listen: Option<String>,
@@ -96,7 +109,7 @@ pub(crate) struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Archive(cmd) => archive_cmd::run(cmd),
         Command::Groups(cmd) => groups_cmd::run(cmd),
         Command::Replay(args) => replay_cmd::run(*args),

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use sediment_broker::{
-    AdminState, Broker, BrokerError, Health, MetaStores, Metrics, OpenMeta, serve_admin,
-    serve_kafka,
+    AdminState, Broker, BrokerError, Health, KafkaListener, MetaStores, Metrics, OpenMeta,
+    serve_admin, serve_kafka, tls_acceptor,
 };
 use sediment_log::SystemClock;
 use tokio::net::TcpListener;
@@ -24,6 +24,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         node_id: args.node_id,
         kafka_listen: args.kafka_listen,
         advertised_listener: args.advertised_listener,
+        tls_listen: args.tls_listen,
+        tls_advertised_listener: args.tls_advertised_listener,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
         admin_listen: args.admin_listen,
         archive_url: args.archive_url,
         process_roles: args.process_roles,
@@ -180,9 +184,26 @@ async fn serve(
     let admin = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin.listen={admin_addr}"))?;
+    // The TLS listener: key material read now, so a bad file stops start-up with its name.
+    let tls = match (&settings.kafka.tls_listen, settings.tls_files()) {
+        (Some(addr), Some(files)) => {
+            let acceptor = tls_acceptor(&files)
+                .map_err(|e| anyhow::anyhow!("cannot start the TLS listener (kafka.tls_*): {e}"))?;
+            let addr = parse_addr("kafka.tls_listen", addr)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on kafka.tls_listen={addr}"))?;
+            Some((listener, acceptor))
+        }
+        _ => None,
+    };
     let kafka_bound = kafka.local_addr()?;
     let admin_bound = admin.local_addr()?;
-    let mut config = settings.broker_config(kafka_bound)?;
+    let tls_bound = match &tls {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
+    let mut config = settings.broker_config(kafka_bound, tls_bound)?;
     config.pause_before_archive_commit =
         std::env::var_os("SEDIMENT_TEST_PAUSE_BEFORE_ARCHIVE_COMMIT").is_some();
     let default_archive = sediment_archive::default_url(&config.data_dir)?;
@@ -348,11 +369,25 @@ async fn serve(
         meta_runtime.spawn(async move { stores.run_heartbeats(me, interval, shutdown).await });
     }
     let background = tokio::spawn(Arc::clone(&broker).run_background(shutdown.clone()));
-    let kafka_task = tokio::spawn(serve_kafka(kafka, Arc::clone(&broker), shutdown.clone()));
+    let kafka_task = tokio::spawn(serve_kafka(
+        kafka,
+        KafkaListener::plaintext(),
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
+    let tls_task = tls.map(|(listener, acceptor)| {
+        tokio::spawn(serve_kafka(
+            listener,
+            KafkaListener::tls(acceptor),
+            Arc::clone(&broker),
+            shutdown.clone(),
+        ))
+    });
     health.set_ready(true);
     tracing::info!(
         kafka = %kafka_bound,
-        advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+        kafka_tls = ?tls_bound,
+        advertised = %broker.me().advertised_listeners(),
         admin = %admin_bound,
         cluster_id = broker.cluster_id(),
         "ready"
@@ -363,6 +398,9 @@ async fn serve(
             "admin": admin_bound.to_string(),
             "advertised": format!("{}:{}", config.advertised_host, config.advertised_port),
         });
+        if let Some(bound) = tls_bound {
+            json["kafka_tls"] = bound.to_string().into();
+        }
         if let Some(c) = &controller {
             json["controller"] = c.bound.to_string().into();
         }
@@ -374,6 +412,9 @@ async fn serve(
     health.set_ready(false);
     shutdown.cancel();
     let _ = kafka_task.await;
+    if let Some(t) = tls_task {
+        let _ = t.await;
+    }
     let _ = background.await;
     let flush = {
         let broker = Arc::clone(&broker);

@@ -55,6 +55,18 @@ pub struct KafkaSettings {
     /// `host:port` given to clients in Metadata (default: the listen address, with the machine's
     /// hostname when listening on all interfaces).
     pub advertised_listener: Option<String>,
+    /// Address of the TLS listener (Kafka's `SSL` listener); unset: no TLS listener.
+    pub tls_listen: Option<String>,
+    /// `host:port` given to clients of the TLS listener (default: as `advertised_listener`
+    /// derives it from the listen address). Behind an OpenShift Route: the Route's host, 443.
+    pub tls_advertised_listener: Option<String>,
+    /// PEM certificate chain of the TLS listener, the broker's certificate first.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to; set, clients without a
+    /// valid certificate are refused (Kafka's `ssl.client.auth=required`).
+    pub tls_client_ca_file: Option<PathBuf>,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
     /// `num.partitions` of auto-created topics.
@@ -179,6 +191,11 @@ impl Default for KafkaSettings {
         Self {
             listen: "0.0.0.0:9092".into(),
             advertised_listener: None,
+            tls_listen: None,
+            tls_advertised_listener: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
             auto_create_topics_enable: b.auto_create_topics,
             num_partitions: b.num_partitions,
             socket_request_max_bytes: b.socket_request_max_bytes as u64,
@@ -241,6 +258,14 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_listener: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_advertised_listener: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_url: Option<String>,
@@ -266,6 +291,18 @@ impl FlagOverrides {
         }
         if let Some(v) = &self.advertised_listener {
             f = f.merge(Serialized::default("kafka.advertised_listener", v));
+        }
+        if let Some(v) = &self.tls_listen {
+            f = f.merge(Serialized::default("kafka.tls_listen", v));
+        }
+        if let Some(v) = &self.tls_advertised_listener {
+            f = f.merge(Serialized::default("kafka.tls_advertised_listener", v));
+        }
+        if let Some(v) = &self.tls_cert_file {
+            f = f.merge(Serialized::default("kafka.tls_cert_file", v));
+        }
+        if let Some(v) = &self.tls_key_file {
+            f = f.merge(Serialized::default("kafka.tls_key_file", v));
         }
         if let Some(v) = &self.admin_listen {
             f = f.merge(Serialized::default("admin.listen", v));
@@ -317,14 +354,21 @@ impl Settings {
     pub fn validate(&self) -> Result<()> {
         parse_addr("kafka.listen", &self.kafka.listen)?;
         parse_addr("admin.listen", &self.admin.listen)?;
-        if let Some(adv) = &self.kafka.advertised_listener {
-            let (host, port) = split_host_port("kafka.advertised_listener", adv)?;
-            if host.is_empty() || port == 0 {
-                bail!(
-                    "invalid setting kafka.advertised_listener={adv}: needs a host and a non-zero port"
-                );
+        for (key, adv) in [
+            ("kafka.advertised_listener", &self.kafka.advertised_listener),
+            (
+                "kafka.tls_advertised_listener",
+                &self.kafka.tls_advertised_listener,
+            ),
+        ] {
+            if let Some(adv) = adv {
+                let (host, port) = split_host_port(key, adv)?;
+                if host.is_empty() || port == 0 {
+                    bail!("invalid setting {key}={adv}: needs a host and a non-zero port");
+                }
             }
         }
+        self.validate_tls()?;
         if self.kafka.num_partitions < 1 {
             bail!(
                 "invalid setting kafka.num_partitions={}: must be at least 1",
@@ -370,6 +414,51 @@ impl Settings {
         Ok(())
     }
 
+    /// The TLS listener needs its address, certificate and key together; its other settings
+    /// mean nothing without it. The files are read when the listener starts.
+    fn validate_tls(&self) -> Result<()> {
+        let k = &self.kafka;
+        match &k.tls_listen {
+            Some(addr) => {
+                parse_addr("kafka.tls_listen", addr)?;
+                if k.tls_cert_file.is_none() || k.tls_key_file.is_none() {
+                    bail!(
+                        "invalid setting kafka.tls_listen={addr}: the TLS listener needs \
+                         kafka.tls_cert_file and kafka.tls_key_file (PEM)"
+                    );
+                }
+            }
+            None => {
+                let stray = [
+                    (
+                        "kafka.tls_advertised_listener",
+                        k.tls_advertised_listener.is_some(),
+                    ),
+                    ("kafka.tls_cert_file", k.tls_cert_file.is_some()),
+                    ("kafka.tls_key_file", k.tls_key_file.is_some()),
+                    ("kafka.tls_client_ca_file", k.tls_client_ca_file.is_some()),
+                ];
+                if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+                    bail!(
+                        "invalid setting {key}: it applies to the TLS listener, and kafka.tls_listen is not set"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS listener's key material, when it is configured.
+    pub fn tls_files(&self) -> Option<sediment_broker::TlsFiles> {
+        let k = &self.kafka;
+        k.tls_listen.as_ref()?;
+        Some(sediment_broker::TlsFiles {
+            cert: k.tls_cert_file.clone()?,
+            key: k.tls_key_file.clone()?,
+            client_ca: k.tls_client_ca_file.clone(),
+        })
+    }
+
     /// What this process runs, from `process_roles` (checked against the other settings).
     pub fn roles(&self) -> Result<Roles> {
         let Some(value) = &self.process_roles else {
@@ -408,17 +497,31 @@ impl Settings {
         })
     }
 
-    /// The broker's config, given the address the Kafka listener actually bound.
-    pub fn broker_config(&self, bound: SocketAddr) -> Result<BrokerConfig> {
-        let (advertised_host, advertised_port) = match &self.kafka.advertised_listener {
-            Some(adv) => {
-                let (h, p) = split_host_port("kafka.advertised_listener", adv)?;
-                (h.to_string(), p)
-            }
-            None if bound.ip().is_unspecified() => (local_hostname(), bound.port()),
-            None => (bound.ip().to_string(), bound.port()),
-        };
+    /// The broker's config, given the addresses the Kafka listener and the TLS listener (when
+    /// configured) actually bound.
+    pub fn broker_config(
+        &self,
+        bound: SocketAddr,
+        tls_bound: Option<SocketAddr>,
+    ) -> Result<BrokerConfig> {
+        let (advertised_host, advertised_port) = advertised(
+            "kafka.advertised_listener",
+            self.kafka.advertised_listener.as_deref(),
+            bound,
+        )?;
         let mut c = BrokerConfig::new(&self.data_dir);
+        if let Some(tls_bound) = tls_bound {
+            let (host, port) = advertised(
+                "kafka.tls_advertised_listener",
+                self.kafka.tls_advertised_listener.as_deref(),
+                tls_bound,
+            )?;
+            c.listeners.push(sediment_meta::Endpoint {
+                name: sediment_broker::SSL_LISTENER.to_string(),
+                host,
+                port,
+            });
+        }
         c.node_id = self.node_id;
         c.cluster_id = self.cluster_id.clone();
         c.advertised_host = advertised_host;
@@ -435,6 +538,19 @@ impl Settings {
         c.shutdown_timeout = Duration::from_millis(self.kafka.shutdown_timeout_ms);
         Ok(c)
     }
+}
+
+/// The advertised `host:port` of a listener: the setting `key` when given, else the bound
+/// address (the machine's hostname when bound to all interfaces).
+fn advertised(key: &str, setting: Option<&str>, bound: SocketAddr) -> Result<(String, u16)> {
+    Ok(match setting {
+        Some(adv) => {
+            let (h, p) = split_host_port(key, adv)?;
+            (h.to_string(), p)
+        }
+        None if bound.ip().is_unspecified() => (local_hostname(), bound.port()),
+        None => (bound.ip().to_string(), bound.port()),
+    })
 }
 
 impl Settings {
@@ -651,18 +767,74 @@ mod tests {
     #[test]
     fn advertised_listener_defaults_to_the_bound_address() {
         let s = Settings::default();
-        let c = s.broker_config("127.0.0.1:41000".parse().unwrap()).unwrap();
+        let c = s
+            .broker_config("127.0.0.1:41000".parse().unwrap(), None)
+            .unwrap();
         assert_eq!(
             (c.advertised_host.as_str(), c.advertised_port),
             ("127.0.0.1", 41000)
         );
         let mut s = Settings::default();
         s.kafka.advertised_listener = Some("broker-0.sediment.svc:9092".into());
-        let c = s.broker_config("0.0.0.0:9092".parse().unwrap()).unwrap();
+        let c = s
+            .broker_config("0.0.0.0:9092".parse().unwrap(), None)
+            .unwrap();
         assert_eq!(
             (c.advertised_host.as_str(), c.advertised_port),
             ("broker-0.sediment.svc", 9092)
         );
+    }
+
+    #[test]
+    fn the_tls_listener_needs_its_certificate_and_key_and_advertises_as_ssl() {
+        let load = |vars: &[(&str, &str)]| {
+            Settings::load(None, &env(vars), &FlagOverrides::default()).map_err(|e| e.to_string())
+        };
+        let e = load(&[("SEDIMENT_KAFKA_TLS_LISTEN", "0.0.0.0:9094")]).unwrap_err();
+        assert!(
+            e.contains("kafka.tls_listen") && e.contains("kafka.tls_cert_file"),
+            "{e}"
+        );
+        let e = load(&[("SEDIMENT_KAFKA_TLS_CERT_FILE", "/tls/tls.crt")]).unwrap_err();
+        assert!(
+            e.contains("kafka.tls_cert_file") && e.contains("kafka.tls_listen is not set"),
+            "{e}"
+        );
+        let e = load(&[
+            ("SEDIMENT_KAFKA_TLS_LISTEN", "0.0.0.0:9094"),
+            ("SEDIMENT_KAFKA_TLS_CERT_FILE", "/tls/tls.crt"),
+            ("SEDIMENT_KAFKA_TLS_KEY_FILE", "/tls/tls.key"),
+            ("SEDIMENT_KAFKA_TLS_ADVERTISED_LISTENER", "no-port"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("kafka.tls_advertised_listener=no-port"), "{e}");
+
+        let s = load(&[
+            ("SEDIMENT_KAFKA_TLS_LISTEN", "0.0.0.0:9094"),
+            ("SEDIMENT_KAFKA_TLS_CERT_FILE", "/tls/tls.crt"),
+            ("SEDIMENT_KAFKA_TLS_KEY_FILE", "/tls/tls.key"),
+            (
+                "SEDIMENT_KAFKA_TLS_ADVERTISED_LISTENER",
+                "sediment-0-sediment.apps.example.com:443",
+            ),
+        ])
+        .unwrap();
+        let files = s.tls_files().unwrap();
+        assert_eq!(files.cert, PathBuf::from("/tls/tls.crt"));
+        assert_eq!(files.client_ca, None);
+        let c = s
+            .broker_config(
+                "127.0.0.1:9092".parse().unwrap(),
+                Some("0.0.0.0:9094".parse().unwrap()),
+            )
+            .unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].name, "SSL");
+        assert_eq!(
+            (c.listeners[0].host.as_str(), c.listeners[0].port),
+            ("sediment-0-sediment.apps.example.com", 443)
+        );
+        assert!(Settings::default().tls_files().is_none());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use client::MetaClient;
 pub use replica::MetaReplica;
 
 pub use state::{
-    BrokerInfo, Changes, Command, CommittedOffset, MetaState, OffsetToCommit, Outcome,
+    BrokerInfo, Changes, Command, CommittedOffset, Endpoint, MetaState, OffsetToCommit, Outcome,
     PartitionMeta, TopicMeta,
 };
 
@@ -1060,6 +1060,7 @@ mod cluster_tests {
                 host: "b7".into(),
                 port: 9092,
                 rack: None,
+                listeners: vec![],
             })
             .await
             .unwrap()

@@ -8,6 +8,19 @@ use sediment_archive::{ArchivedSegment, CatalogState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// One more named listener a broker advertises besides its primary one (`PLAINTEXT`), such as
+/// its TLS listener (`SSL`): clients that reach the cluster through a listener are told the
+/// addresses of that same listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Listener name, as in Kafka's `advertised.listeners` (`SSL`).
+    pub name: String,
+    /// Host clients of this listener connect to.
+    pub host: String,
+    /// Port clients of this listener connect to.
+    pub port: u16,
+}
+
 /// A broker as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
@@ -17,6 +30,9 @@ pub struct BrokerInfo {
     pub port: u16,
     /// Rack, when set.
     pub rack: Option<String>,
+    /// Listeners besides the primary one.
+    #[serde(default)]
+    pub listeners: Vec<Endpoint>,
     /// Bumped by every registration, so a restarted broker is told apart from its old self.
     pub epoch: u64,
     /// Set when the broker stopped heartbeating to the metadata leader: it is not listed to
@@ -104,6 +120,9 @@ pub enum Command {
         port: u16,
         /// Rack.
         rack: Option<String>,
+        /// Listeners besides the primary one (absent in commands of older versions).
+        #[serde(default)]
+        listeners: Vec<Endpoint>,
     },
     /// Fences a broker that stopped heartbeating (its registration `epoch`; a newer
     /// registration is left alone).
@@ -303,6 +322,7 @@ impl MetaState {
                 host,
                 port,
                 rack,
+                listeners,
             } => {
                 let epoch = self.brokers.get(id).map_or(1, |b| b.epoch + 1);
                 self.brokers.insert(
@@ -311,6 +331,7 @@ impl MetaState {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        listeners: listeners.clone(),
                         epoch,
                         fenced: false,
                     },
@@ -530,6 +551,36 @@ mod tests {
             schema_version: 1,
             archived_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn registrations_keep_extra_listeners_and_read_the_older_format_without_them() {
+        let mut s = MetaState::default();
+        // A command logged before brokers had named listeners.
+        let old: Command = serde_json::from_str(
+            r#"{"RegisterBroker":{"id":1,"host":"b1","port":9092,"rack":null}}"#,
+        )
+        .unwrap();
+        s.apply(&old);
+        assert!(s.brokers[&1].listeners.is_empty());
+        let tls = Endpoint {
+            name: "SSL".into(),
+            host: "b1.apps.example.com".into(),
+            port: 443,
+        };
+        s.apply(&Command::RegisterBroker {
+            id: 1,
+            host: "b1".into(),
+            port: 9092,
+            rack: None,
+            listeners: vec![tls.clone()],
+        });
+        assert_eq!(s.brokers[&1].listeners, vec![tls]);
+        assert_eq!(s.brokers[&1].epoch, 2);
+        // And a state snapshot written before, too.
+        let info: BrokerInfo =
+            serde_json::from_str(r#"{"host":"b1","port":9092,"rack":null,"epoch":3}"#).unwrap();
+        assert!(info.listeners.is_empty() && !info.fenced);
     }
 
     #[test]

@@ -163,9 +163,9 @@ fn describe_broker(
         ),
         (
             "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+            ctx.broker.me().advertised_listeners(),
             ConfigType::List,
-            "Address given to clients.",
+            "Addresses given to clients, per listener.",
         ),
         (
             "auto.create.topics.enable",

@@ -13,7 +13,7 @@ const BROKERS: i8 = 1;
 const CONTROLLERS: i8 = 2;
 
 pub(super) fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let live = ctx.broker.live_brokers();
+    let live = ctx.live_brokers();
     let controller = live.first().map_or(ctx.node(), |b| BrokerId(b.id));
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(ctx.broker.cluster_id().to_string().into())

@@ -18,8 +18,18 @@ const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
 pub(super) fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let check = || match req.key_type {
-        GROUP | TRANSACTION => Ok(()),
+    // The coordinator, with its address on this connection's listener.
+    let locate = |key: &str| match req.key_type {
+        GROUP | TRANSACTION => {
+            let b = ctx.broker.coordinator_for(key);
+            let id = b.id;
+            ctx.on_listener(b).ok_or_else(|| {
+                BrokerError::CoordinatorNotAvailable(format!(
+                    "coordinator {id} has no {} listener",
+                    ctx.listener
+                ))
+            })
+        }
         other => Err(BrokerError::InvalidRequest(format!(
             "unknown coordinator key type {other}"
         ))),
@@ -30,13 +40,11 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordina
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match check() {
-                    Ok(()) => {
-                        let b = ctx.broker.coordinator_for(key);
-                        c.with_node_id(BrokerId(b.id))
-                            .with_host(StrBytes::from(b.host))
-                            .with_port(i32::from(b.port))
-                    }
+                match locate(key) {
+                    Ok(b) => c
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(StrBytes::from(b.host))
+                        .with_port(i32::from(b.port)),
                     Err(e) => {
                         let (code, message) = ctx.error(&e);
                         c.with_node_id(BrokerId(-1))
@@ -50,14 +58,12 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordina
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let resp = FindCoordinatorResponse::default();
-    match check() {
-        Ok(()) => {
-            let b = ctx.broker.coordinator_for(&req.key);
-            resp.with_node_id(BrokerId(b.id))
-                .with_host(StrBytes::from(b.host))
-                .with_port(i32::from(b.port))
-                .with_error_message(None)
-        }
+    match locate(&req.key) {
+        Ok(b) => resp
+            .with_node_id(BrokerId(b.id))
+            .with_host(StrBytes::from(b.host))
+            .with_port(i32::from(b.port))
+            .with_error_message(None),
         Err(e) => {
             let (code, message) = ctx.error(&e);
             let resp = resp

@@ -23,9 +23,10 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     } else {
         OPERATIONS_NOT_REQUESTED
     };
-    let live = broker.live_brokers();
-    let live_ids: Vec<i32> = live.iter().map(|b| b.id).collect();
-    let describe = |t: &Arc<Topic>| describe_topic(ctx, t, topic_ops, &live_ids);
+    let live_ids: Vec<i32> = broker.live_brokers().iter().map(|b| b.id).collect();
+    let live = ctx.live_brokers();
+    let reachable: Vec<i32> = live.iter().map(|b| b.id).collect();
+    let describe = |t: &Arc<Topic>| describe_topic(ctx, t, topic_ops, &live_ids, &reachable);
     let topics = match req.topics {
         None => broker.topics().iter().map(describe).collect(),
         Some(list) if list.is_empty() && ctx.version == 0 => {
@@ -92,11 +93,14 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
 /// A topic's partitions with their leaders. A partition whose leader is fenced (or gone) is
 /// listed with leader -1 and `LEADER_NOT_AVAILABLE`, its replica offline: clients wait and
 /// ask again (the partition stays on its broker; there is no other replica to fail over to).
+/// A live leader without this connection's listener (`reachable`) gives `LISTENER_NOT_FOUND`,
+/// as in Kafka.
 fn describe_topic(
     ctx: &Ctx<'_>,
     topic: &Arc<Topic>,
     topic_ops: i32,
     live: &[i32],
+    reachable: &[i32],
 ) -> MetadataResponseTopic {
     let partitions = topic
         .leaders()
@@ -107,8 +111,17 @@ fn describe_topic(
                 .with_partition_index(index as i32)
                 .with_leader_epoch(LEADER_EPOCH)
                 .with_replica_nodes(vec![BrokerId(leader)]);
-            if live.contains(&leader) {
+            if reachable.contains(&leader) {
                 p.with_leader_id(BrokerId(leader))
+                    .with_isr_nodes(vec![BrokerId(leader)])
+                    .with_offline_replicas(Vec::<BrokerId>::new())
+            } else if live.contains(&leader) {
+                let e = BrokerError::ListenerNotFound(format!(
+                    "broker {leader} has no {} listener",
+                    ctx.listener
+                ));
+                p.with_error_code(ctx.code(e.code()))
+                    .with_leader_id(BrokerId(-1))
                     .with_isr_nodes(vec![BrokerId(leader)])
                     .with_offline_replicas(Vec::<BrokerId>::new())
             } else {

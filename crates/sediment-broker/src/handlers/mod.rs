@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::errors::BrokerError;
+use crate::store::ClusterBroker;
 
 /// What a handler knows about the request it serves.
 #[derive(Debug)]
@@ -42,9 +43,29 @@ pub struct Ctx<'a> {
     pub client_id: &'a str,
     /// The client's address.
     pub peer: std::net::SocketAddr,
+    /// Name of the listener the client connected through (`PLAINTEXT`, `SSL`): brokers are
+    /// described to it with that listener's addresses.
+    pub listener: &'a str,
 }
 
 impl Ctx<'_> {
+    /// The live brokers as clients of this connection's listener reach them: each with that
+    /// listener's advertised address, and without brokers that lack the listener.
+    pub(crate) fn live_brokers(&self) -> Vec<ClusterBroker> {
+        self.broker
+            .live_brokers()
+            .into_iter()
+            .filter_map(|b| self.on_listener(b))
+            .collect()
+    }
+
+    /// `b` with the address of this connection's listener; `None` if it has no such listener.
+    pub(crate) fn on_listener(&self, b: ClusterBroker) -> Option<ClusterBroker> {
+        let (host, port) = b.endpoint(self.listener)?;
+        let (host, port) = (host.to_string(), port);
+        Some(ClusterBroker { host, port, ..b })
+    }
+
     /// Counts a non-zero error code for metrics and passes it through.
     pub(crate) fn code(&self, code: i16) -> i16 {
         self.broker.metrics().observe_error(self.api, code);

@@ -1,0 +1,363 @@
+//! The TLS listener (Kafka's `SSL` listener, `kafka.tls_listen`) with real clients: kcat
+//! (librdkafka), confluent-kafka and kafka-python verify the broker's certificate and host name,
+//! produce and consume through it, and are given the brokers' TLS addresses in Metadata while
+//! plaintext clients keep getting the plaintext ones; a client that does not trust the CA, a
+//! plaintext client on the TLS port and (with `kafka.tls_client_ca_file`) a client without a
+//! certificate are refused while the broker keeps serving. Several brokers on a quorum each
+//! advertise their own TLS address, which is what an OpenShift Route per broker relies on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+use sediment_tests::archive::metric;
+use sediment_tests::kafka::{admin, create_topic};
+use sediment_tests::meta::Quorum;
+use sediment_tests::tls::Pki;
+use sediment_tests::{Broker, BrokerOptions, run_python, run_with_timeout};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn tls_broker(pki: &Pki, extra: &[(&str, &str)], args: &[String]) -> Broker {
+    let mut options = BrokerOptions {
+        args: args.to_vec(),
+        ..Default::default()
+    };
+    for (k, v) in pki.broker_env() {
+        options = options.env(&k, &v);
+    }
+    for (k, v) in extra {
+        options = options.env(k, v);
+    }
+    Broker::start_with(options)
+}
+
+/// Runs kcat with `args` (and `stdin`), returning its output.
+fn kcat_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new("kcat");
+    // cargo puts the build tree on LD_LIBRARY_PATH, where rdkafka-sys left a librdkafka
+    // built without OpenSSL; kcat must load the system's.
+    cmd.args(args).env_remove("LD_LIBRARY_PATH");
+    match stdin {
+        Some(input) => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in");
+            std::fs::write(&path, input).unwrap();
+            cmd.stdin(std::fs::File::open(&path).unwrap());
+            run_with_timeout(&mut cmd, WAIT).expect("kcat runs")
+        }
+        None => {
+            cmd.stdin(Stdio::null());
+            run_with_timeout(&mut cmd, WAIT).expect("kcat runs")
+        }
+    }
+}
+
+/// kcat with `args`, which must succeed; its stdout.
+fn kcat(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kcat_output(args, stdin);
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// kcat options for a TLS connection to `bootstrap` trusting `ca`.
+fn tls_args<'a>(bootstrap: &'a str, ca: &'a str) -> Vec<&'a str> {
+    vec![
+        "-b",
+        bootstrap,
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        ca,
+        "-X",
+        "ssl.endpoint.identification.algorithm=https",
+    ]
+}
+
+/// The brokers (id → port) kcat's Metadata lists through the given connection options.
+fn listed_brokers(conn: &[&str]) -> Vec<(i64, u64)> {
+    let mut args = conn.to_vec();
+    args.extend(["-L", "-J", "-m", "30"]);
+    let md: Value = serde_json::from_str(&kcat(&args, None)).unwrap();
+    let mut brokers: Vec<(i64, u64)> = md["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let name = b["name"].as_str().unwrap();
+            let port = name.rsplit(':').next().unwrap().split('/').next().unwrap();
+            (b["id"].as_i64().unwrap(), port.parse().unwrap())
+        })
+        .collect();
+    brokers.sort();
+    brokers
+}
+
+fn port(addr: &str) -> u64 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_clients_verify_the_broker_and_produce_and_consume_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let broker = tls_broker(&pki, &[], &[]);
+    let tls = broker
+        .kafka_tls
+        .clone()
+        .expect("the broker reports its TLS listener");
+    let ca = format!("ssl.ca.location={}", pki.ca.display());
+    let conn = tls_args(&tls, &ca);
+
+    // Metadata describes the broker by the listener the client came through.
+    assert_eq!(listed_brokers(&conn), vec![(0, port(&tls))]);
+    assert_eq!(
+        listed_brokers(&["-b", &broker.kafka]),
+        vec![(0, port(&broker.kafka))]
+    );
+
+    // kcat round trip over TLS: keys, values and headers.
+    create_topic(&broker.kafka, "secure", 1, &[]).await;
+    let input: String = (0..200).map(|i| format!("key{i}:value {i}\n")).collect();
+    let mut produce = conn.clone();
+    produce.extend(["-P", "-t", "secure", "-p", "0", "-K", ":", "-H", "via=tls"]);
+    kcat(&produce, Some(&input));
+    let mut fetch = conn.clone();
+    fetch.extend([
+        "-C",
+        "-t",
+        "secure",
+        "-p",
+        "0",
+        "-o",
+        "beginning",
+        "-e",
+        "-f",
+        "%o %k %s %h\\n",
+    ]);
+    let expected: String = (0..200)
+        .map(|i| format!("{i} key{i} value {i} via=tls\n"))
+        .collect();
+    assert_eq!(kcat(&fetch, None), expected);
+
+    // confluent-kafka and kafka-python, each reading what the other wrote.
+    create_topic(&broker.kafka, "secure-py", 1, &[]).await;
+    let out = run_python(
+        "tls_clients.py",
+        &[&tls, &pki.ca.display().to_string(), "secure-py"],
+    )
+    .unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["total"], 200, "{summary}");
+
+    // A client that trusts another CA refuses the broker's certificate.
+    let other = format!("ssl.ca.location={}", pki.other_ca.display());
+    let mut untrusting = tls_args(&tls, &other);
+    untrusting.extend(["-L", "-m", "5"]);
+    let out = kcat_output(&untrusting, None);
+    assert!(
+        !out.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    let failures_before = metric(&broker, "sediment_kafka_tls_handshake_failures_total");
+    assert!(failures_before >= 1.0, "the refused handshake is counted");
+
+    // A plaintext Kafka client on the TLS port: its connection ends, nothing else does.
+    let mut raw = TcpStream::connect(&tls).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    // ApiVersions v0 request frame, as a plaintext client sends it first.
+    raw.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0, 0])
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = raw.read_to_end(&mut buf);
+    assert!(
+        !buf.windows(4).any(|w| w == [0, 0, 0, 1]),
+        "no Kafka response on the TLS port: {buf:?}"
+    );
+    assert!(
+        metric(&broker, "sediment_kafka_tls_handshake_failures_total") > failures_before,
+        "the plaintext client's failed handshake is counted"
+    );
+    assert_eq!(listed_brokers(&conn), vec![(0, port(&tls))]);
+
+    // DescribeConfigs shows both listeners as Kafka names them.
+    let described = admin(&broker.kafka)
+        .describe_configs([&ResourceSpecifier::Broker(0)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let entries = &described[0].as_ref().expect("describe ok").entries;
+    let advertised = entries
+        .iter()
+        .find(|e| e.name == "advertised.listeners")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        advertised,
+        Some(format!("PLAINTEXT://{},SSL://{tls}", broker.kafka))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_client_ca_the_tls_listener_requires_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let ca_file = pki.ca.display().to_string();
+    let broker = tls_broker(
+        &pki,
+        &[("SEDIMENT_KAFKA_TLS_CLIENT_CA_FILE", &ca_file)],
+        &[],
+    );
+    let tls = broker.kafka_tls.clone().unwrap();
+    let ca = format!("ssl.ca.location={ca_file}");
+    let mut anonymous = tls_args(&tls, &ca);
+    anonymous.extend(["-L", "-m", "5"]);
+    let out = kcat_output(&anonymous, None);
+    assert!(
+        !out.status.success(),
+        "a client without a certificate was served"
+    );
+
+    let cert = format!("ssl.certificate.location={}", pki.client_cert.display());
+    let key = format!("ssl.key.location={}", pki.client_key.display());
+    let mut conn = tls_args(&tls, &ca);
+    conn.extend(["-X", &cert, "-X", &key]);
+    assert_eq!(listed_brokers(&conn), vec![(0, port(&tls))]);
+    let mut produce = conn.clone();
+    produce.extend(["-P", "-t", "mutual", "-p", "0"]);
+    kcat(&produce, Some("one\ntwo\n"));
+    let mut fetch = conn.clone();
+    fetch.extend(["-C", "-t", "mutual", "-o", "beginning", "-e", "-f", "%s\\n"]);
+    assert_eq!(kcat(&fetch, None), "one\ntwo\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let quorum = Quorum::start(1);
+    let voters = quorum.voters();
+    let brokers: Vec<Broker> = (1..=2)
+        .map(|id| {
+            let args = [
+                "--process-roles",
+                "broker",
+                "--node-id",
+                &id.to_string(),
+                "--controller-quorum-voters",
+                &voters,
+            ]
+            .map(str::to_string);
+            tls_broker(
+                &pki,
+                &[("SEDIMENT_CONTROLLER_BROKER_HEARTBEAT_INTERVAL_MS", "300")],
+                &args,
+            )
+        })
+        .collect();
+    let tls: Vec<String> = brokers
+        .iter()
+        .map(|b| b.kafka_tls.clone().unwrap())
+        .collect();
+    let ca = format!("ssl.ca.location={}", pki.ca.display());
+    let conn = tls_args(&tls[0], &ca);
+    let want_tls = vec![(1, port(&tls[0])), (2, port(&tls[1]))];
+    let want_plain = vec![(1, port(&brokers[0].kafka)), (2, port(&brokers[1].kafka))];
+    // Both brokers registered (the second may take a heartbeat to show).
+    let deadline = std::time::Instant::now() + WAIT;
+    while listed_brokers(&conn) != want_tls {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Metadata over TLS lists {:?}, want {want_tls:?}",
+            listed_brokers(&conn)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listed_brokers(&["-b", &brokers[1].kafka]), want_plain);
+
+    // Four partitions spread over both brokers; bootstrapping from broker 1's TLS listener,
+    // kcat reaches broker 2 by the TLS address broker 1 gave it.
+    create_topic(&brokers[0].kafka, "spread-tls", 4, &[]).await;
+    let mut md_args = conn.clone();
+    md_args.extend(["-L", "-J", "-t", "spread-tls", "-m", "30"]);
+    let md: Value = serde_json::from_str(&kcat(&md_args, None)).unwrap();
+    let leaders: Vec<i64> = md["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["leader"].as_i64().unwrap())
+        .collect();
+    assert!(
+        leaders.contains(&1) && leaders.contains(&2),
+        "partitions on both brokers: {leaders:?}"
+    );
+    for p in 0..4 {
+        let part = p.to_string();
+        let mut produce = conn.clone();
+        produce.extend(["-P", "-t", "spread-tls", "-p", &part]);
+        let input: String = (0..25).map(|i| format!("p{p}-{i}\n")).collect();
+        kcat(&produce, Some(&input));
+        let mut fetch = conn.clone();
+        fetch.extend([
+            "-C",
+            "-t",
+            "spread-tls",
+            "-p",
+            &part,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%s\\n",
+        ]);
+        assert_eq!(kcat(&fetch, None), input, "partition {p} over TLS");
+    }
+
+    // A third broker without a TLS listener: TLS clients are not given it, and its partitions
+    // answer LISTENER_NOT_FOUND there, as in Kafka; plaintext clients see all three.
+    let plain_only = {
+        let mut options =
+            BrokerOptions::default().env("SEDIMENT_CONTROLLER_BROKER_HEARTBEAT_INTERVAL_MS", "300");
+        options.args = [
+            "--process-roles",
+            "broker",
+            "--node-id",
+            "3",
+            "--controller-quorum-voters",
+            &voters,
+        ]
+        .map(str::to_string)
+        .to_vec();
+        Broker::start_with(options)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while listed_brokers(&["-b", &brokers[0].kafka]).len() != 3 {
+        assert!(std::time::Instant::now() < deadline, "broker 3 registered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listed_brokers(&conn), want_tls);
+    create_topic(&plain_only.kafka, "on-three", 3, &[]).await;
+    let mut md_args = conn.clone();
+    md_args.extend(["-L", "-J", "-t", "on-three", "-m", "30"]);
+    let md: Value = serde_json::from_str(&kcat(&md_args, None)).unwrap();
+    let errors: Vec<String> = md["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["error"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("No matching listener"))
+            .count(),
+        1,
+        "one of three partitions is led by broker 3: {md}"
+    );
+    drop(quorum);
+}
