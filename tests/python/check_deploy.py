@@ -27,6 +27,7 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ["spec.selector", "spec.endpoints"],
     ("monitoring.coreos.com/v1", "PodMonitor"): ["spec.selector", "spec.podMetricsEndpoints"],
     ("monitoring.coreos.com/v1", "PrometheusRule"): ["spec.groups"],
+    ("route.openshift.io/v1", "Route"): ["spec.to.name", "spec.port.targetPort", "spec.tls.termination"],
 }
 
 
@@ -203,6 +204,11 @@ def check_config(docs, sediment):
     for e in container.get("env", []):
         if "value" in e:
             env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), e["value"])
+        elif "configMapKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["configMapKeyRef"]
+            if ref["name"] not in cms or ref["key"] not in cms[ref["name"]].get("data", {}):
+                fail(f"env {e['name']} refers to {ref}, which is not rendered")
+            env[e["name"]] = cms[ref["name"]]["data"][ref["key"]]
         else:
             env[e["name"]] = downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,7 +242,52 @@ def check_config(docs, sediment):
         listen = settings[name][key]
         if not listen.endswith(f":{ports[name]}"):
             fail(f"{name}.{key} = {listen} but the container port {name} is {ports[name]}")
+    if settings["kafka"].get("tls_listen"):
+        check_tls_listener(docs, sts[0], container, settings, env)
     return settings
+
+
+def check_tls_listener(docs, sts, container, settings, env):
+    """The TLS listener of the first pod: its port is a named container port, its certificate
+    and key come from a mounted Secret, and (with Routes) what it advertises is the host
+    OpenShift gives that pod's passthrough Route, which reaches the pod's TLS port."""
+    kafka = settings["kafka"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    if not kafka["tls_listen"].endswith(f":{ports.get('kafka-tls')}"):
+        fail(f"kafka.tls_listen = {kafka['tls_listen']} but the container port kafka-tls is {ports.get('kafka-tls')}")
+    pod = sts["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    for key in ("tls_cert_file", "tls_key_file"):
+        mount = next((m for m in container["volumeMounts"] if kafka[key].startswith(m["mountPath"] + "/")), None)
+        if mount is None or mount["name"] not in secrets:
+            fail(f"kafka.{key} = {kafka[key]} is not in a mounted Secret")
+    routes = [d for d in docs if d["kind"] == "Route"]
+    if not routes:
+        return
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    namespace = "sediment"
+    domain = env.get("ROUTE_DOMAIN")
+    want = f"sediment-0-{namespace}.{domain}:443"
+    if kafka["tls_advertised_listener"] != want:
+        fail(f"kafka.tls_advertised_listener = {kafka['tls_advertised_listener']!r}; the Route sediment-0 "
+             f"gets the host {want!r}")
+    by_name = {r["metadata"]["name"]: r for r in routes}
+    replicas = sts["spec"].get("replicas", 1)
+    for name in ["sediment-bootstrap"] + [f"sediment-{i}" for i in range(replicas)]:
+        r = by_name.get(name)
+        if r is None:
+            fail(f"no Route {name}: a Kafka client outside the cluster could not reach it")
+        if r["spec"]["tls"]["termination"] != "passthrough" or "host" in r["spec"]:
+            fail(f"Route {name} must be passthrough and leave the host to OpenShift")
+        svc = services.get(r["spec"]["to"]["name"])
+        if svc is None:
+            fail(f"Route {name} points at Service {r['spec']['to']['name']}, which is not rendered")
+        if not any(p.get("name") == r["spec"]["port"]["targetPort"] and p.get("targetPort") == "kafka-tls"
+                   for p in svc["spec"]["ports"]):
+            fail(f"Route {name}: Service {svc['metadata']['name']} has no port "
+                 f"{r['spec']['port']['targetPort']} to the pods' kafka-tls port")
+        if name != "sediment-bootstrap" and svc["spec"].get("selector") != {"statefulset.kubernetes.io/pod-name": name}:
+            fail(f"Route {name}: Service {svc['metadata']['name']} must select the pod {name} only")
 
 
 def overlay(args):
@@ -272,9 +323,14 @@ def overlay(args):
                         if ref in src and (kind, src[ref]["name"]) not in names and not src[ref].get("optional"):
                             fail(f"{d['metadata']['name']}: {kind} {src[ref]['name']} is not rendered")
     settings = check_config(docs, args.sediment)
+    tls = ""
+    if settings["kafka"].get("tls_listen"):
+        routes = sum(1 for d in docs if d["kind"] == "Route")
+        tls = (f"; TLS listener {settings['kafka']['tls_listen']} advertised as "
+               f"{settings['kafka']['tls_advertised_listener']} with {routes} passthrough Routes")
     print(f"overlay {args.name}: {len(docs)} objects ({', '.join(kinds)}) valid for Kubernetes "
           f"{K8S_VERSION}; restricted pod security holds; --check-config accepted "
-          f"(archive.url={settings['archive']['url']})")
+          f"(archive.url={settings['archive']['url']}){tls}")
 
 
 # --- Terraform ---------------------------------------------------------------------------------
