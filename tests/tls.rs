@@ -12,11 +12,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+use rdkafka::consumer::Consumer;
+use rdkafka::types::RDKafkaRespErr;
 use sediment_tests::archive::metric;
-use sediment_tests::kafka::{admin, create_topic};
+use sediment_tests::kafka::{admin, consumer, create_topic};
 use sediment_tests::meta::Quorum;
 use sediment_tests::tls::Pki;
-use sediment_tests::{Broker, BrokerOptions, run_python, run_with_timeout};
+use sediment_tests::{Broker, BrokerOptions, run_python, run_with_timeout, wait_for};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -156,6 +158,11 @@ async fn kafka_clients_verify_the_broker_and_produce_and_consume_over_tls() {
     .unwrap();
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["total"], 200, "{summary}");
+    assert_eq!(
+        summary["describe_cluster_ports"],
+        serde_json::json!([port(&tls)]),
+        "DescribeCluster over TLS gives the TLS address"
+    );
 
     // A client that trusts another CA refuses the broker's certificate.
     let other = format!("ssl.ca.location={}", pki.other_ca.display());
@@ -166,8 +173,11 @@ async fn kafka_clients_verify_the_broker_and_produce_and_consume_over_tls() {
         !out.status.success(),
         "an untrusted certificate was accepted"
     );
-    let failures_before = metric(&broker, "sediment_kafka_tls_handshake_failures_total");
-    assert!(failures_before >= 1.0, "the refused handshake is counted");
+    let failures_before = wait_for(WAIT, || {
+        let n = metric(&broker, "sediment_kafka_tls_handshake_failures_total");
+        (n >= 1.0).then_some(n)
+    })
+    .expect("the refused handshake is counted");
 
     // A plaintext Kafka client on the TLS port: its connection ends, nothing else does.
     let mut raw = TcpStream::connect(&tls).unwrap();
@@ -181,10 +191,11 @@ async fn kafka_clients_verify_the_broker_and_produce_and_consume_over_tls() {
         !buf.windows(4).any(|w| w == [0, 0, 0, 1]),
         "no Kafka response on the TLS port: {buf:?}"
     );
-    assert!(
-        metric(&broker, "sediment_kafka_tls_handshake_failures_total") > failures_before,
-        "the plaintext client's failed handshake is counted"
-    );
+    wait_for(WAIT, || {
+        (metric(&broker, "sediment_kafka_tls_handshake_failures_total") > failures_before)
+            .then_some(())
+    })
+    .expect("the plaintext client's failed handshake is counted");
     assert_eq!(listed_brokers(&conn), vec![(0, port(&tls))]);
 
     // DescribeConfigs shows both listeners as Kafka names them.
@@ -318,6 +329,48 @@ async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_throu
         assert_eq!(kcat(&fetch, None), input, "partition {p} over TLS");
     }
 
+    // A consumer group over TLS whose coordinator is broker 2 (Java's String.hashCode of the
+    // id, mod the two live brokers): FindCoordinator must give broker 2's TLS address, or the
+    // group never forms. It reads all 100 records and commits on close.
+    let group = (0..)
+        .map(|i| format!("tls-group-{i}"))
+        .find(|g| {
+            let h = g
+                .encode_utf16()
+                .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+            h.unsigned_abs() % 2 == 1
+        })
+        .unwrap();
+    let mut member = conn.clone();
+    member.extend([
+        "-G",
+        &group,
+        "spread-tls",
+        "-X",
+        "auto.offset.reset=earliest",
+        "-c",
+        "100",
+        "-f",
+        "%s\\n",
+    ]);
+    let got = kcat(&member, None);
+    assert_eq!(got.lines().count(), 100, "{got}");
+    let committed = wait_for(WAIT, || {
+        let (status, body) = brokers[1].admin_get(&format!("/v1/groups/{group}")).ok()?;
+        let g: Value = serde_json::from_str(&body).ok()?;
+        let sum: i64 = g["offsets"]
+            .as_array()?
+            .iter()
+            .filter_map(|o| o["committed_offset"].as_i64())
+            .sum();
+        (status == 200 && sum == 100).then_some(sum)
+    });
+    assert_eq!(
+        committed,
+        Some(100),
+        "the group committed every record on broker 2"
+    );
+
     // A third broker without a TLS listener: TLS clients are not given it, and its partitions
     // answer LISTENER_NOT_FOUND there, as in Kafka; plaintext clients see all three.
     let plain_only = {
@@ -351,13 +404,46 @@ async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_throu
         .iter()
         .map(|p| p["error"].as_str().unwrap_or("").to_string())
         .collect();
+    // kcat 1.7.1 (librdkafka 2.0.2) asks Metadata v4: LEADER_NOT_AVAILABLE, as Kafka answers
+    // clients older than v6.
     assert_eq!(
         errors
             .iter()
-            .filter(|e| e.contains("No matching listener"))
+            .filter(|e| e.contains("Leader not available"))
             .count(),
         1,
         "one of three partitions is led by broker 3: {md}"
+    );
+    // librdkafka 2.12 (the rdkafka crate) asks a newer version: LISTENER_NOT_FOUND.
+    let c = consumer(
+        &tls[0],
+        &[
+            ("security.protocol", "ssl"),
+            ("ssl.ca.location", pki.ca.to_str().unwrap()),
+        ],
+    );
+    let md = c
+        .fetch_metadata(Some("on-three"), Duration::from_secs(30))
+        .unwrap();
+    let codes: Vec<Option<RDKafkaRespErr>> = md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.error())
+        .collect();
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|e| **e == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_LISTENER_NOT_FOUND))
+            .count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(
+        md.brokers()
+            .iter()
+            .map(|b| b.port() as u64)
+            .collect::<Vec<_>>(),
+        vec![port(&tls[0]), port(&tls[1])]
     );
     drop(quorum);
 }

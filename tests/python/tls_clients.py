@@ -10,6 +10,7 @@ import sys
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition as CTopicPartition
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 BOOT, CA, TOPIC = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -66,10 +67,17 @@ def kafka_python_consume(count):
     return out
 
 
+# DescribeCluster over TLS gives the broker's TLS address (the port we connected to).
+admin = AdminClient({"bootstrap.servers": BOOT, **CONFLUENT_TLS})  # kept alive until the answer
+cluster = admin.describe_cluster(request_timeout=30).result()
+ports = sorted(n.port for n in cluster.nodes)
+assert ports == [int(BOOT.rsplit(":", 1)[1])], ports
+
 confluent_produce(expected("confluent"))
 got = kafka_python_consume(N)
 assert got == expected("confluent"), got[:3]
 kafka_python_produce(expected("kafka-python"))
 got = confluent_consume(2 * N)
 assert got == expected("confluent") + expected("kafka-python"), got[:3]
-print(json.dumps({"confluent_to_kafka_python": N, "kafka_python_to_confluent": N, "total": len(got)}))
+print(json.dumps({"describe_cluster_ports": ports, "confluent_to_kafka_python": N,
+                  "kafka_python_to_confluent": N, "total": len(got)}))

@@ -380,6 +380,8 @@ pub struct Broker {
     archive_reader: Arc<ArchiveReader>,
     /// Archive reads in progress, shared by fetches asking for the same data.
     archive_reads: crate::handlers::ArchiveReads,
+    /// `max.connections`, shared by all Kafka listeners (plaintext and TLS).
+    connection_slots: Arc<tokio::sync::Semaphore>,
     _dir_lock: File,
 }
 
@@ -515,6 +517,7 @@ impl Broker {
             Arc::clone(&metrics),
             config.pause_before_archive_commit,
         ));
+        let connection_slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         let broker = Self {
             config,
             identity,
@@ -528,6 +531,7 @@ impl Broker {
             tiering,
             archive_reader: reader,
             archive_reads: Default::default(),
+            connection_slots,
             _dir_lock: lock,
         };
         let started = Instant::now();
@@ -813,6 +817,11 @@ impl Broker {
     /// Metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Connection slots (`max.connections`) shared by the Kafka listeners.
+    pub(crate) fn connection_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.connection_slots
     }
 
     /// Milliseconds since the epoch by the broker's clock.

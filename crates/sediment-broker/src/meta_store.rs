@@ -28,6 +28,9 @@ use crate::errors::BrokerError;
 use crate::group::offsets::{CommittedOffset, FileOffsetStore, OffsetStore, TopicPartition};
 use crate::store::{ClusterBroker, FileMetadataStore, MetadataStore, TopicRecord};
 
+/// Least time between two registrations that repair a registration the metadata changed.
+const REREGISTER_SPACING: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Opens the metadata service of a data directory (given the directory, once its lock is
 /// held) for [`crate::Broker::open_with`].
 pub type OpenMeta = Box<dyn FnOnce(&Path) -> Result<MetaStores, BrokerError> + Send>;
@@ -122,6 +125,10 @@ impl MetaStores {
             return;
         };
         let mut tick = tokio::time::interval(interval);
+        // When the registration differs from `me` (a metadata leader of an older version
+        // dropped fields it did not know, such as the listeners, during a rolling upgrade),
+        // register again, at most this often.
+        let mut last_repair: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -132,20 +139,38 @@ impl MetaStores {
                 epoch: self.epoch.load(std::sync::atomic::Ordering::Relaxed),
             };
             match replica.heartbeat(beat).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    let stale = replica.view(|s| {
+                        s.brokers.get(&me.id).is_some_and(|b| {
+                            (&b.host, b.port, &b.rack, &b.listeners)
+                                != (&me.host, me.port, &me.rack, &me.listeners)
+                        })
+                    });
+                    if stale && last_repair.is_none_or(|t| t.elapsed() >= REREGISTER_SPACING) {
+                        last_repair = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            "the metadata holds another address or listener list for this \
+                             broker than it registered; registering again"
+                        );
+                        self.register_again(replica, &me).await;
+                    }
+                }
                 Err(sediment_meta::MetaError::Refused(why)) => {
                     tracing::warn!(reason = %why, "registering with the metadata quorum again");
-                    let cmd = register_command(&me);
-                    match replica.write(cmd).await {
-                        Ok(Outcome::BrokerEpoch(e)) => {
-                            self.epoch.store(e, std::sync::atomic::Ordering::Relaxed)
-                        }
-                        Ok(other) => tracing::error!(?other, "unexpected answer to a registration"),
-                        Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
-                    }
+                    self.register_again(replica, &me).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat to the metadata quorum failed"),
             }
+        }
+    }
+
+    async fn register_again(&self, replica: &MetaReplica, me: &ClusterBroker) {
+        match replica.write(register_command(me)).await {
+            Ok(Outcome::BrokerEpoch(e)) => {
+                self.epoch.store(e, std::sync::atomic::Ordering::Relaxed)
+            }
+            Ok(other) => tracing::error!(?other, "unexpected answer to a registration"),
+            Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
         }
     }
 
@@ -611,6 +636,78 @@ impl Catalog for MetaStores {
 mod tests {
     use super::*;
     use sediment_meta::MetaOptions;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn heartbeats_repair_a_registration_that_lost_its_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let voters = BTreeMap::from([(1u64, addr.clone())]);
+        let meta =
+            MetaService::open_cluster(&dir.path().join("meta"), 1, &voters, MetaOptions::default())
+                .await
+                .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(meta.clone().serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        meta.wait_for_leader(std::time::Duration::from_secs(20))
+            .await
+            .unwrap();
+        let client = sediment_meta::MetaClient::new(vec![addr], std::time::Duration::from_secs(20));
+        let replica = MetaReplica::connect(client).await.unwrap();
+        replica.follow();
+        let stores = MetaStores::remote(replica, 7);
+        let me = ClusterBroker {
+            id: 7,
+            host: "b7".into(),
+            port: 9092,
+            rack: None,
+            listeners: vec![sediment_meta::Endpoint {
+                name: "SSL".into(),
+                host: "b7.apps.example.com".into(),
+                port: 443,
+            }],
+        };
+        // What a metadata leader of an older version logs for that registration.
+        let lost = ClusterBroker {
+            listeners: Vec::new(),
+            ..me.clone()
+        };
+        let s = stores.clone();
+        tokio::task::spawn_blocking(move || s.register(&lost))
+            .await
+            .unwrap()
+            .unwrap();
+        let listeners = |s: &MetaStores| {
+            s.live_brokers()
+                .into_iter()
+                .find(|b| b.id == 7)
+                .map(|b| b.listeners)
+        };
+        assert_eq!(listeners(&stores), Some(Vec::new()));
+
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let beats = tokio::spawn({
+            let (s, me, shutdown) = (stores.clone(), me.clone(), shutdown.clone());
+            async move {
+                s.run_heartbeats(me, std::time::Duration::from_millis(100), shutdown)
+                    .await
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while listeners(&stores) != Some(me.listeners.clone()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registration was not repaired: {:?}",
+                stores.live_brokers()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        beats.await.unwrap();
+        let _ = stop.send(());
+    }
 
     fn record(name: &str, partitions: i32, configs: &[(&str, &str)]) -> TopicRecord {
         TopicRecord {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,7 +83,8 @@ pub async fn serve_kafka(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+    // `max.connections` counts the connections of every listener together.
+    let limit = Arc::clone(broker.connection_slots());
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&limit).acquire_owned() => p.expect("semaphore is never closed"),

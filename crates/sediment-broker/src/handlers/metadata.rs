@@ -93,8 +93,8 @@ pub(super) fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
 /// A topic's partitions with their leaders. A partition whose leader is fenced (or gone) is
 /// listed with leader -1 and `LEADER_NOT_AVAILABLE`, its replica offline: clients wait and
 /// ask again (the partition stays on its broker; there is no other replica to fail over to).
-/// A live leader without this connection's listener (`reachable`) gives `LISTENER_NOT_FOUND`,
-/// as in Kafka.
+/// A live leader without this connection's listener (`reachable`) gives `LISTENER_NOT_FOUND`
+/// (v6+; `LEADER_NOT_AVAILABLE` before), as in Kafka.
 fn describe_topic(
     ctx: &Ctx<'_>,
     topic: &Arc<Topic>,
@@ -116,10 +116,14 @@ fn describe_topic(
                     .with_isr_nodes(vec![BrokerId(leader)])
                     .with_offline_replicas(Vec::<BrokerId>::new())
             } else if live.contains(&leader) {
-                let e = BrokerError::ListenerNotFound(format!(
-                    "broker {leader} has no {} listener",
-                    ctx.listener
-                ));
+                // Kafka answers LISTENER_NOT_FOUND from Metadata v6 on, and
+                // LEADER_NOT_AVAILABLE to older clients, which do not know that code.
+                let why = format!("broker {leader} has no {} listener", ctx.listener);
+                let e = if ctx.version >= 6 {
+                    BrokerError::ListenerNotFound(why)
+                } else {
+                    BrokerError::LeaderNotAvailable(why)
+                };
                 p.with_error_code(ctx.code(e.code()))
                     .with_leader_id(BrokerId(-1))
                     .with_isr_nodes(vec![BrokerId(leader)])
