@@ -16,7 +16,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sediment_tests::archive::*;
 use sediment_tests::kafka::{consume, consumer, create_topic};
 use sediment_tests::s3::SeaweedFs;
-use sediment_tests::{Broker, run_python, run_with_timeout, sediment_bin, wait_for};
+use sediment_tests::tls::Pki;
+use sediment_tests::{Broker, BrokerOptions, run_python, run_with_timeout, sediment_bin, wait_for};
 use serde_json::{Value, json};
 
 const TOPIC: &str = "events";
@@ -752,6 +753,52 @@ async fn a_replay_job_reproduces_the_topic_in_another_broker_and_resumes_after_a
     }
     let got = read_all(&target, "window", &BTreeMap::from([(1, 250)]));
     assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_job_produces_into_a_target_that_only_speaks_tls() {
+    let s3 = SeaweedFs::start();
+    let prefix = "replay/tls";
+    let mut source = archived_broker(&s3, prefix).await;
+    let produced = produce_and_archive(&source, 3000, now_ms() - 3_600_000).await;
+    source.terminate();
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(pki_dir.path());
+    let mut options = BrokerOptions::default();
+    for (k, v) in pki.broker_env() {
+        options = options.env(&k, &v);
+    }
+    let target = Broker::start_with(options);
+    let tls = target.kafka_tls.clone().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cp = work.path().join("tls.json");
+    let ca = format!("ssl.ca.location={}", pki.ca.display());
+    let args: Vec<String> = [
+        "--target",
+        &tls,
+        "--target-topic",
+        "secure-copy",
+        "--checkpoint",
+        cp.to_str().unwrap(),
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        &ca,
+        "--json",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let done = run_replay(&s3, prefix, &args);
+    assert_eq!(done["complete"], true, "{done}");
+    assert_eq!(done["records"], 3000, "{done}");
+    // Every record arrived through the TLS listener; read back over plaintext.
+    let counts: BTreeMap<i32, usize> = (0..PARTITIONS).map(|p| (p, 1000)).collect();
+    let copy = read_all(&target, "secure-copy", &counts);
+    assert_replayed(&copy, &produced, "replay job over TLS");
+    assert!(
+        metric(&target, "sediment_kafka_tls_handshake_failures_total") == 0.0,
+        "the job's connections all passed the handshake"
+    );
 }
 
 /// Sizes of the whole v2 batches in `records` (fails on a cut batch).
