@@ -391,6 +391,7 @@ fn run_live(
         broker_cpus: None,
         idempotent: false,
         compression: args.compression.clone(),
+        client_props: Vec::new(),
     };
     workload::create_topic(&bootstrap, &w)?;
     workload::set_topic_configs(

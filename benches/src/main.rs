@@ -62,6 +62,10 @@ struct Args {
     /// Produce with an idempotent producer (`enable.idempotence=true`, hence acks=all).
     #[arg(long)]
     idempotent: bool,
+    /// Also run Sediment with its clients on its TLS listener (a throwaway self-signed
+    /// certificate), after the plaintext run, and report TLS against plaintext.
+    #[arg(long)]
+    tls: bool,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -111,6 +115,7 @@ fn run() -> Result<()> {
         broker_cpus: args.broker_cpus.clone(),
         idempotent: args.idempotent,
         compression: "none".to_string(),
+        client_props: Vec::new(),
     };
     let payloads = Payloads::new(args.record_bytes);
 
@@ -141,8 +146,19 @@ fn run() -> Result<()> {
         Some(bin) => {
             println!("\n[2/3] sediment: {}", bin.display());
             let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-            Some(targets::run_sediment(bin, &tmp, &w, &payloads).context("sediment stage")?)
+            Some(targets::run_sediment(bin, &tmp, &w, &payloads, false).context("sediment stage")?)
         }
+    };
+    let sediment_tls = match &sediment_bin {
+        Some(bin) if args.tls => {
+            println!("\n[2b/3] sediment, clients over TLS: {}", bin.display());
+            let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+            Some(
+                targets::run_sediment(bin, &tmp, &w, &payloads, true)
+                    .context("sediment TLS stage")?,
+            )
+        }
+        _ => None,
     };
 
     let peer = match &tansu_bin {
@@ -160,6 +176,7 @@ fn run() -> Result<()> {
     let report = Report {
         iperf,
         sediment,
+        sediment_tls,
         peer,
     };
     report.print_table(if args.idempotent {
@@ -179,6 +196,8 @@ fn run() -> Result<()> {
 struct Report {
     iperf: Option<IperfStats>,
     sediment: Option<BrokerRun>,
+    /// Sediment with the clients on its TLS listener (`--tls`).
+    sediment_tls: Option<BrokerRun>,
     peer: Option<BrokerRun>,
 }
 
@@ -203,7 +222,10 @@ impl Report {
                 p99_ms: None,
             });
         }
-        for run in [&self.sediment, &self.peer].into_iter().flatten() {
+        for run in [&self.sediment, &self.sediment_tls, &self.peer]
+            .into_iter()
+            .flatten()
+        {
             let p = &run.produce;
             rows.push(Row {
                 label: format!("{} produce", run.name),
@@ -235,6 +257,20 @@ impl Report {
         let consume_defaults =
             |r: &BrokerRun| mb_per_s(r.consume_defaults.bytes, r.consume_defaults.secs);
         let mut out = Vec::new();
+        if let (Some(s), Some(t)) = (&self.sediment, &self.sediment_tls) {
+            out.push((
+                "sediment TLS produce / plaintext produce".to_string(),
+                produce(t) / produce(s),
+            ));
+            out.push((
+                "sediment TLS consume / plaintext consume".to_string(),
+                consume(t) / consume(s),
+            ));
+            out.push((
+                "sediment TLS consume / plaintext (defaults)".to_string(),
+                consume_defaults(t) / consume_defaults(s),
+            ));
+        }
         if let Some(s) = &self.sediment {
             if let Some(p) = &self.peer {
                 out.push((
@@ -351,6 +387,7 @@ impl Report {
                 "mb_per_s": i.mb_per_s(),
             })),
             "sediment": self.sediment.as_ref().map(broker),
+            "sediment_tls": self.sediment_tls.as_ref().map(broker),
             "peer": self.peer.as_ref().map(broker),
             "ratios": self.ratios().into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
         })

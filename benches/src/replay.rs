@@ -221,6 +221,7 @@ fn run() -> Result<()> {
             broker_cpus: None,
             idempotent: false,
             compression: "lz4".into(),
+            client_props: Vec::new(),
         };
         workload::create_topic(&bootstrap, &w)?;
         let seg = (args.segment_mib << 20).to_string();

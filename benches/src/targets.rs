@@ -147,6 +147,7 @@ pub fn run_sediment(
     tmp_parent: &Path,
     w: &Workload,
     payloads: &Payloads,
+    tls: bool,
 ) -> Result<BrokerRun> {
     let dir = tempfile::Builder::new()
         .prefix("sediment-bench-")
@@ -161,6 +162,23 @@ pub fn run_sediment(
     let listeners = dir.path().join("listeners.json");
     let log = dir.path().join("sediment.log");
     let mut cmd = broker_command(bin, w);
+    let mut w = w.clone();
+    if tls {
+        // A throwaway self-signed certificate for 127.0.0.1, which the clients trust.
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .context("cannot generate a TLS certificate")?;
+        let (cert, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, key.cert.pem())?;
+        std::fs::write(&key_file, key.signing_key.serialize_pem())?;
+        cmd.env("SEDIMENT_KAFKA_TLS_LISTEN", "127.0.0.1:0")
+            .env("SEDIMENT_KAFKA_TLS_CERT_FILE", &cert)
+            .env("SEDIMENT_KAFKA_TLS_KEY_FILE", &key_file);
+        w.client_props = vec![
+            ("security.protocol".into(), "ssl".into()),
+            ("ssl.ca.location".into(), cert.display().to_string()),
+        ];
+    }
+    let w = &w;
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(&data_dir)
@@ -173,18 +191,22 @@ pub fn run_sediment(
         .arg("--listeners-file")
         .arg(&listeners);
     let mut child = ChildGuard::spawn("sediment", &mut cmd, Some(&log))?;
-    let bootstrap = wait_for_listeners_file(&listeners, &mut child)?;
+    let bootstrap = wait_for_listener(
+        &listeners,
+        &mut child,
+        if tls { "kafka_tls" } else { "kafka" },
+    )?;
     println!(
         "  sediment: pid {} listening on {bootstrap} (data dir {} on {})",
         child.id(),
         data_dir.display(),
         filesystem_of(&data_dir)
     );
-    let (produce, consume, consume_defaults) =
-        match run_workload("sediment", &bootstrap, w, payloads) {
-            Ok(r) => r,
-            Err(e) => bail!("{e:#}\nlast lines of sediment's log:\n{}", child.log_tail()),
-        };
+    let name = if tls { "sediment-tls" } else { "sediment" };
+    let (produce, consume, consume_defaults) = match run_workload(name, &bootstrap, w, payloads) {
+        Ok(r) => r,
+        Err(e) => bail!("{e:#}\nlast lines of sediment's log:\n{}", child.log_tail()),
+    };
     let status = child.terminate(STOP_TIMEOUT)?;
     if !status.success() {
         bail!(
@@ -194,7 +216,7 @@ pub fn run_sediment(
     }
     println!("  sediment: stopped with SIGTERM ({status})");
     Ok(BrokerRun {
-        name: "sediment".to_string(),
+        name: name.to_string(),
         version: version_of(bin),
         produce,
         consume,
@@ -204,6 +226,12 @@ pub fn run_sediment(
 
 /// Waits for `sediment serve --listeners-file` to write its Kafka address.
 pub fn wait_for_listeners_file(path: &Path, child: &mut ChildGuard) -> Result<String> {
+    wait_for_listener(path, child, "kafka")
+}
+
+/// Waits for `sediment serve --listeners-file` to write its addresses; returns the one named
+/// `key` (`kafka`, `kafka_tls`).
+fn wait_for_listener(path: &Path, child: &mut ChildGuard, key: &str) -> Result<String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         child.ensure_running()?;
@@ -211,10 +239,10 @@ pub fn wait_for_listeners_file(path: &Path, child: &mut ChildGuard) -> Result<St
             && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
         {
             return json
-                .get("kafka")
+                .get(key)
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_string)
-                .with_context(|| format!("{} has no \"kafka\" address: {text}", path.display()));
+                .with_context(|| format!("{} has no {key:?} address: {text}", path.display()));
         }
         if Instant::now() >= deadline {
             bail!(

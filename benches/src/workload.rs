@@ -33,6 +33,18 @@ pub struct Workload {
     pub idempotent: bool,
     /// Producer `compression.type`.
     pub compression: String,
+    /// librdkafka properties every client of the run gets (TLS settings).
+    pub client_props: Vec<(String, String)>,
+}
+
+/// A librdkafka config for `bootstrap` with the workload's client properties.
+pub fn client_config(bootstrap: &str, w: &Workload) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in &w.client_props {
+        config.set(k, v);
+    }
+    config
 }
 
 #[derive(Debug, Clone)]
@@ -61,8 +73,7 @@ pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
 /// Creates the topic with the AdminClient and waits until its metadata shows every partition
 /// with a leader.
 pub fn create_topic(bootstrap: &str, w: &Workload) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, w)
         .create()
         .context("cannot create the AdminClient")?;
     let topic = NewTopic::new(&w.topic, w.partitions, TopicReplication::Fixed(1));
@@ -88,9 +99,7 @@ pub fn create_topic(bootstrap: &str, w: &Workload) -> Result<()> {
         }
     }
 
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
+    let probe: BaseConsumer = client_config(bootstrap, w).create()?;
     let deadline = Instant::now() + w.phase_timeout;
     loop {
         let last = match probe.fetch_metadata(Some(&w.topic), Duration::from_secs(5)) {
@@ -234,8 +243,7 @@ pub fn produce(bootstrap: &str, w: &Workload, payloads: &Payloads) -> Result<Pro
         first_error: Mutex::new(None),
         last_delivery_ns: AtomicU64::new(0),
     };
-    let producer: ThreadedProducer<DeliveryTracker> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: ThreadedProducer<DeliveryTracker> = client_config(bootstrap, w)
         .set("acks", if w.idempotent { "all" } else { "1" })
         .set("enable.idempotence", w.idempotent.to_string())
         .set("compression.type", &w.compression)
@@ -353,9 +361,8 @@ pub enum ConsumerProfile {
 pub fn consume(bootstrap: &str, w: &Workload, profile: ConsumerProfile) -> Result<ConsumeStats> {
     // librdkafka's assign() needs a group.id ("Local: Unknown group" without one); assign never
     // joins the group and nothing is committed.
-    let mut config = ClientConfig::new();
+    let mut config = client_config(bootstrap, w);
     config
-        .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("sediment-bench-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
