@@ -2,8 +2,7 @@
 //! and Debian's `kcat` (librdkafka 2.0). Every test starts its own broker.
 
 use std::collections::BTreeMap;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::admin::{
@@ -17,8 +16,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Timestamp, TopicPartitionList};
 use sediment_log::BatchHeader;
 use sediment_tests::fetch_request;
-use sediment_tests::kafka::{admin, consume, consumer, create_topic, payload, producer};
-use sediment_tests::{Broker, RawClient, run_with_timeout};
+use sediment_tests::kafka::{admin, consume, consumer, create_topic, kcat, payload, producer};
+use sediment_tests::{Broker, RawClient};
 
 const T0: i64 = 1_750_000_000_000;
 const WAIT: Duration = Duration::from_secs(30);
@@ -546,32 +545,6 @@ async fn unknown_topic_without_auto_create_is_an_error() {
         md.topics()[0].error().map(RDKafkaErrorCode::from),
         Some(RDKafkaErrorCode::UnknownTopicOrPartition)
     );
-}
-
-fn kcat(args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new("kcat");
-    cmd.args(args);
-    let out = if let Some(input) = stdin {
-        let path = std::env::temp_dir().join(format!(
-            "kcat-in-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        std::fs::write(&path, input).unwrap();
-        cmd.stdin(std::fs::File::open(&path).unwrap());
-        let out = run_with_timeout(&mut cmd, WAIT).expect("kcat runs");
-        let _ = std::fs::remove_file(&path);
-        out
-    } else {
-        cmd.stdin(std::process::Stdio::null());
-        run_with_timeout(&mut cmd, WAIT).expect("kcat runs")
-    };
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

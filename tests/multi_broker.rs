@@ -19,7 +19,7 @@ use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use sediment_tests::kafka::{admin, consume, consumer, create_topic, producer};
-use sediment_tests::meta::{Controller, Quorum};
+use sediment_tests::meta::{Controller, Quorum, broker_on_quorum};
 use sediment_tests::{
     Broker, BrokerOptions, RawClient, encode_batch, fetch_request, record, run_python, wait_for,
 };
@@ -29,20 +29,7 @@ const TOPIC: &str = "spread";
 const PARTITIONS: i32 = 6;
 
 fn start_broker(id: i32, voters: &str) -> Broker {
-    let mut options = BrokerOptions::default()
-        .env("SEDIMENT_CONTROLLER_BROKER_HEARTBEAT_INTERVAL_MS", "300")
-        .env("RUST_LOG", "info");
-    options.args = [
-        "--process-roles",
-        "broker",
-        "--node-id",
-        &id.to_string(),
-        "--controller-quorum-voters",
-        voters,
-    ]
-    .map(str::to_string)
-    .to_vec();
-    Broker::start_with(options)
+    Broker::start_with(broker_on_quorum(id, voters))
 }
 
 /// What librdkafka's Metadata shows through `bootstrap`: the brokers listed (id → port) and

@@ -8,65 +8,34 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaRespErr;
 use sediment_tests::archive::metric;
-use sediment_tests::kafka::{admin, consumer, create_topic};
-use sediment_tests::meta::Quorum;
+use sediment_tests::kafka::{admin, consumer, create_topic, kcat, kcat_output};
+use sediment_tests::meta::{Quorum, broker_on_quorum};
 use sediment_tests::tls::Pki;
-use sediment_tests::{Broker, BrokerOptions, run_python, run_with_timeout, wait_for};
+use sediment_tests::{Broker, BrokerOptions, run_python, wait_for};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn tls_broker(pki: &Pki, extra: &[(&str, &str)], args: &[String]) -> Broker {
-    let mut options = BrokerOptions {
-        args: args.to_vec(),
-        ..Default::default()
-    };
+/// `options` with a TLS listener on a free loopback port, using `pki`'s broker certificate.
+fn with_tls(mut options: BrokerOptions, pki: &Pki) -> BrokerOptions {
     for (k, v) in pki.broker_env() {
         options = options.env(&k, &v);
     }
-    for (k, v) in extra {
-        options = options.env(k, v);
-    }
-    Broker::start_with(options)
+    options
 }
 
-/// Runs kcat with `args` (and `stdin`), returning its output.
-fn kcat_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let mut cmd = Command::new("kcat");
-    // cargo puts the build tree on LD_LIBRARY_PATH, where rdkafka-sys left a librdkafka
-    // built without OpenSSL; kcat must load the system's.
-    cmd.args(args).env_remove("LD_LIBRARY_PATH");
-    match stdin {
-        Some(input) => {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("in");
-            std::fs::write(&path, input).unwrap();
-            cmd.stdin(std::fs::File::open(&path).unwrap());
-            run_with_timeout(&mut cmd, WAIT).expect("kcat runs")
-        }
-        None => {
-            cmd.stdin(Stdio::null());
-            run_with_timeout(&mut cmd, WAIT).expect("kcat runs")
-        }
-    }
-}
-
-/// kcat with `args`, which must succeed; its stdout.
-fn kcat(args: &[&str], stdin: Option<&str>) -> String {
-    let out = kcat_output(args, stdin);
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// The partitions of `topic` in kcat's Metadata (`-L -J`) through connection `conn`.
+fn kcat_partitions(conn: &[&str], topic: &str) -> Vec<Value> {
+    let mut args = conn.to_vec();
+    args.extend(["-L", "-J", "-t", topic, "-m", "30"]);
+    let md: Value = serde_json::from_str(&kcat(&args, None)).unwrap();
+    md["topics"][0]["partitions"].as_array().unwrap().clone()
 }
 
 /// kcat options for a TLS connection to `bootstrap` trusting `ca`.
@@ -110,7 +79,7 @@ fn port(addr: &str) -> u64 {
 async fn kafka_clients_verify_the_broker_and_produce_and_consume_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
-    let broker = tls_broker(&pki, &[], &[]);
+    let broker = Broker::start_with(with_tls(BrokerOptions::default(), &pki));
     let tls = broker
         .kafka_tls
         .clone()
@@ -219,11 +188,10 @@ async fn with_a_client_ca_the_tls_listener_requires_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
     let ca_file = pki.ca.display().to_string();
-    let broker = tls_broker(
+    let broker = Broker::start_with(with_tls(
+        BrokerOptions::default().env("SEDIMENT_KAFKA_TLS_CLIENT_CA_FILE", &ca_file),
         &pki,
-        &[("SEDIMENT_KAFKA_TLS_CLIENT_CA_FILE", &ca_file)],
-        &[],
-    );
+    ));
     let tls = broker.kafka_tls.clone().unwrap();
     let ca = format!("ssl.ca.location={ca_file}");
     let mut anonymous = tls_args(&tls, &ca);
@@ -254,22 +222,7 @@ async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_throu
     let quorum = Quorum::start(1);
     let voters = quorum.voters();
     let brokers: Vec<Broker> = (1..=2)
-        .map(|id| {
-            let args = [
-                "--process-roles",
-                "broker",
-                "--node-id",
-                &id.to_string(),
-                "--controller-quorum-voters",
-                &voters,
-            ]
-            .map(str::to_string);
-            tls_broker(
-                &pki,
-                &[("SEDIMENT_CONTROLLER_BROKER_HEARTBEAT_INTERVAL_MS", "300")],
-                &args,
-            )
-        })
+        .map(|id| Broker::start_with(with_tls(broker_on_quorum(id, &voters), &pki)))
         .collect();
     let tls: Vec<String> = brokers
         .iter()
@@ -280,26 +233,18 @@ async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_throu
     let want_tls = vec![(1, port(&tls[0])), (2, port(&tls[1]))];
     let want_plain = vec![(1, port(&brokers[0].kafka)), (2, port(&brokers[1].kafka))];
     // Both brokers registered (the second may take a heartbeat to show).
-    let deadline = std::time::Instant::now() + WAIT;
-    while listed_brokers(&conn) != want_tls {
-        assert!(
-            std::time::Instant::now() < deadline,
+    wait_for(WAIT, || (listed_brokers(&conn) == want_tls).then_some(())).unwrap_or_else(|| {
+        panic!(
             "Metadata over TLS lists {:?}, want {want_tls:?}",
             listed_brokers(&conn)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        )
+    });
     assert_eq!(listed_brokers(&["-b", &brokers[1].kafka]), want_plain);
 
     // Four partitions spread over both brokers; bootstrapping from broker 1's TLS listener,
     // kcat reaches broker 2 by the TLS address broker 1 gave it.
     create_topic(&brokers[0].kafka, "spread-tls", 4, &[]).await;
-    let mut md_args = conn.clone();
-    md_args.extend(["-L", "-J", "-t", "spread-tls", "-m", "30"]);
-    let md: Value = serde_json::from_str(&kcat(&md_args, None)).unwrap();
-    let leaders: Vec<i64> = md["topics"][0]["partitions"]
-        .as_array()
-        .unwrap()
+    let leaders: Vec<i64> = kcat_partitions(&conn, "spread-tls")
         .iter()
         .map(|p| p["leader"].as_i64().unwrap())
         .collect();
@@ -373,34 +318,15 @@ async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_throu
 
     // A third broker without a TLS listener: TLS clients are not given it, and its partitions
     // answer LISTENER_NOT_FOUND there, as in Kafka; plaintext clients see all three.
-    let plain_only = {
-        let mut options =
-            BrokerOptions::default().env("SEDIMENT_CONTROLLER_BROKER_HEARTBEAT_INTERVAL_MS", "300");
-        options.args = [
-            "--process-roles",
-            "broker",
-            "--node-id",
-            "3",
-            "--controller-quorum-voters",
-            &voters,
-        ]
-        .map(str::to_string)
-        .to_vec();
-        Broker::start_with(options)
-    };
-    let deadline = std::time::Instant::now() + WAIT;
-    while listed_brokers(&["-b", &brokers[0].kafka]).len() != 3 {
-        assert!(std::time::Instant::now() < deadline, "broker 3 registered");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let plain_only = Broker::start_with(broker_on_quorum(3, &voters));
+    wait_for(WAIT, || {
+        (listed_brokers(&["-b", &brokers[0].kafka]).len() == 3).then_some(())
+    })
+    .expect("broker 3 registered");
     assert_eq!(listed_brokers(&conn), want_tls);
     create_topic(&plain_only.kafka, "on-three", 3, &[]).await;
-    let mut md_args = conn.clone();
-    md_args.extend(["-L", "-J", "-t", "on-three", "-m", "30"]);
-    let md: Value = serde_json::from_str(&kcat(&md_args, None)).unwrap();
-    let errors: Vec<String> = md["topics"][0]["partitions"]
-        .as_array()
-        .unwrap()
+    let partitions = kcat_partitions(&conn, "on-three");
+    let errors: Vec<String> = partitions
         .iter()
         .map(|p| p["error"].as_str().unwrap_or("").to_string())
         .collect();
@@ -412,7 +338,7 @@ async fn brokers_on_a_quorum_are_described_by_the_listener_the_client_came_throu
             .filter(|e| e.contains("Leader not available"))
             .count(),
         1,
-        "one of three partitions is led by broker 3: {md}"
+        "one of three partitions is led by broker 3: {partitions:?}"
     );
     // librdkafka 2.12 (the rdkafka crate) asks a newer version: LISTENER_NOT_FOUND.
     let c = consumer(

@@ -1,5 +1,6 @@
 //! librdkafka (the `rdkafka` crate) helpers shared by the tests.
 
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -101,4 +102,39 @@ pub fn consume(
 /// Payload of a message as a byte vector (None for a null value).
 pub fn payload(m: &OwnedMessage) -> Option<Vec<u8>> {
     m.payload().map(<[u8]>::to_vec)
+}
+
+/// Longest a kcat run may take.
+const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs kcat with `args`, `stdin` (if any) as its input, and returns its output.
+pub fn kcat_output(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("kcat");
+    // cargo puts the build tree on LD_LIBRARY_PATH, where rdkafka-sys left a librdkafka
+    // built without OpenSSL; kcat must load the system's.
+    cmd.args(args).env_remove("LD_LIBRARY_PATH");
+    // Kept until kcat exits: its input file.
+    let input_dir = tempfile::tempdir().expect("temp dir");
+    match stdin {
+        Some(input) => {
+            let path = input_dir.path().join("in");
+            std::fs::write(&path, input).expect("write kcat input");
+            cmd.stdin(std::fs::File::open(&path).expect("open kcat input"));
+        }
+        None => {
+            cmd.stdin(Stdio::null());
+        }
+    }
+    crate::run_with_timeout(&mut cmd, KCAT_TIMEOUT).expect("kcat runs")
+}
+
+/// kcat with `args`, which must succeed; its stdout.
+pub fn kcat(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kcat_output(args, stdin);
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kcat prints UTF-8")
 }

@@ -232,3 +232,21 @@ impl Quorum {
         .expect("sediment meta runs")
     }
 }
+
+/// Options of broker `id` (`--process-roles broker`) on the quorum `voters`, heartbeating every
+/// 300 ms so that fencing and registration show quickly.
+pub fn broker_on_quorum(id: i32, voters: &str) -> crate::BrokerOptions {
+    let mut options = crate::BrokerOptions::default()
+        .env("SEDIMENT_CONTROLLER_BROKER_HEARTBEAT_INTERVAL_MS", "300");
+    options.args = [
+        "--process-roles",
+        "broker",
+        "--node-id",
+        &id.to_string(),
+        "--controller-quorum-voters",
+        voters,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    options
+}
