@@ -87,6 +87,8 @@ struct Pass {
     gets: f64,
     lists: f64,
     remote_bytes: f64,
+    /// Chunks of row groups decoded during the pass.
+    decoded: f64,
 }
 
 impl Pass {
@@ -277,10 +279,10 @@ fn run() -> Result<()> {
             gets: delta("sediment_object_store_requests_total{op=\"get\"}"),
             lists: delta("sediment_object_store_requests_total{op=\"list\"}"),
             remote_bytes: delta("sediment_archive_remote_read_bytes_total"),
+            decoded: delta("sediment_archive_chunks_decoded_total"),
         })
     };
-    let hot = pass("hot")?;
-    // Resident memory before the replays, then the peak during them (writing 5 to clear_refs
+    // Resident memory before each phase, then the peak during it (writing 5 to clear_refs
     // resets the kernel's peak).
     let pid = child.id();
     let rss_kib = |field: &str| -> Result<f64> {
@@ -291,8 +293,14 @@ fn run() -> Result<()> {
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .unwrap_or(0.0))
     };
+    let reset_peak =
+        || std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("reset the peak RSS");
+    let hot_base_rss_mib = rss_kib("VmRSS:")? / 1024.0;
+    reset_peak()?;
+    let hot = pass("hot")?;
+    let hot_peak_rss_mib = rss_kib("VmHWM:")? / 1024.0;
     let base_rss_mib = rss_kib("VmRSS:")? / 1024.0;
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("reset the peak RSS")?;
+    reset_peak()?;
     let cold = pass("archived")?;
     let warm = pass("archived")?;
     let peak_rss_mib = rss_kib("VmHWM:")? / 1024.0;
@@ -329,7 +337,7 @@ fn run() -> Result<()> {
     let gib = cold.bytes as f64 / GIB;
     let row = |name: &str, p: &Pass| {
         println!(
-            "{name:<14} {:>9} records {:>8.1} MB {:>7.2} s {:>8.1} MB/s {:>6.2}x hot   GETs {:>5} LISTs {:>3} remote {:>7.1} MB",
+            "{name:<14} {:>9} records {:>8.1} MB {:>7.2} s {:>8.1} MB/s {:>6.2}x hot   GETs {:>5} LISTs {:>3} remote {:>7.1} MB   chunks decoded {:>4}",
             p.records,
             p.bytes as f64 / 1e6,
             p.secs,
@@ -337,7 +345,8 @@ fn run() -> Result<()> {
             p.mb_s() / hot.mb_s(),
             p.gets,
             p.lists,
-            p.remote_bytes / 1e6
+            p.remote_bytes / 1e6,
+            p.decoded
         );
     };
     println!();
@@ -376,6 +385,12 @@ fn run() -> Result<()> {
         job["archive_list_requests"]
     );
     println!(
+        "broker RSS {:.0} MiB before the hot consume, peak {:.0} MiB during it (+{:.0} MiB)",
+        hot_base_rss_mib,
+        hot_peak_rss_mib,
+        hot_peak_rss_mib - hot_base_rss_mib,
+    );
+    println!(
         "broker RSS {:.0} MiB before the replays, peak {:.0} MiB during them (+{:.0} MiB) with \
          archive.cache_memory_bytes = {} MiB (disk tier {} MiB)",
         base_rss_mib,
@@ -387,7 +402,8 @@ fn run() -> Result<()> {
     if let Some(path) = &args.json {
         let p = |p: &Pass| {
             json!({"records": p.records, "bytes": p.bytes, "secs": p.secs, "mb_s": p.mb_s(),
-                   "gets": p.gets, "lists": p.lists, "remote_bytes": p.remote_bytes})
+                   "gets": p.gets, "lists": p.lists, "remote_bytes": p.remote_bytes,
+                   "chunks_decoded": p.decoded})
         };
         let out = json!({
             "command": procs::command_line(),
@@ -396,6 +412,8 @@ fn run() -> Result<()> {
             "cold_vs_hot": cold.mb_s() / hot.mb_s(),
             "warm_vs_hot": warm.mb_s() / hot.mb_s(),
             "cold_gets_per_gib": gets_per_gib,
+            "rss_before_hot_mib": hot_base_rss_mib,
+            "peak_rss_during_hot_mib": hot_peak_rss_mib,
             "rss_before_replay_mib": base_rss_mib,
             "peak_rss_during_replay_mib": peak_rss_mib,
             "cache_memory_mib": args.cache_memory_mib,

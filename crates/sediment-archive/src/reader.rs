@@ -3,12 +3,16 @@
 //!
 //! The manifest says which object and row group hold an offset, so a read never lists the
 //! bucket. A row group is fetched with one ranged GET (its byte range is in the manifest) and
-//! the file's footer with one more, both through the [`ChunkCache`]. The row group is decoded
-//! and its record batches rebuilt (original offsets, timestamps, keys, values, headers,
-//! producer fields and leader epoch; records uncompressed) into one buffer that a memory cache
-//! of decoded row groups keeps, so consecutive fetches of one row group decode it once. After
-//! each read the next row groups, across object boundaries, are fetched and decoded in the
-//! background (prefetch).
+//! the file's footer (with its offset index) with one more, both through the [`ChunkCache`].
+//! A row group is decoded a *chunk* at a time: the whole batches that start in a run of about
+//! [`ReaderOptions::chunk_bytes`] of records, found through the offset index so a chunk
+//! decompresses only its own pages. Its record batches are rebuilt (original offsets,
+//! timestamps, keys, values, headers, producer fields and leader epoch; records uncompressed)
+//! into one buffer that a memory cache of decoded chunks keeps, so consecutive fetches decode
+//! it once. After each read the next chunks are decoded and the next row groups, across
+//! object boundaries, fetched in the background (prefetch). What a read holds beyond the
+//! caches is a few chunks, not row groups, so the read path's memory stays near the
+//! configured cache.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +26,11 @@ use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
 };
-use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 use sediment_log::{HEADER_SIZE, LOG_OVERHEAD};
 use uuid::Uuid;
@@ -32,17 +38,22 @@ use uuid::Uuid;
 use crate::cache::ChunkCache;
 use crate::catalog::Catalog;
 use crate::error::{ArchiveError, Result};
-use crate::manifest::ArchivedSegment;
+use crate::manifest::{ArchivedSegment, RowGroupEntry};
 use crate::schema::col;
 use crate::store::ArchiveStore;
 
 /// How the reader caches and prefetches.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
-    /// Memory for decoded row groups (rebuilt batches), bytes.
+    /// Memory for decoded chunks (rebuilt batches), bytes.
     pub decoded_cache_bytes: usize,
-    /// Row groups fetched and decoded ahead of a sequential reader.
+    /// Row groups fetched ahead of a sequential reader (their chunks are decoded ahead only
+    /// within this window).
     pub prefetch_row_groups: usize,
+    /// Records decoded at once, bytes of keys, values and headers (a chunk of a row group).
+    pub chunk_bytes: usize,
+    /// Chunks decoded ahead of a sequential reader.
+    pub decode_ahead_chunks: usize,
 }
 
 impl Default for ReaderOptions {
@@ -50,6 +61,8 @@ impl Default for ReaderOptions {
         Self {
             decoded_cache_bytes: 128 << 20,
             prefetch_row_groups: 2,
+            chunk_bytes: 4 << 20,
+            decode_ahead_chunks: 4,
         }
     }
 }
@@ -73,16 +86,15 @@ pub struct ReadCounters {
     pub bytes: AtomicU64,
     /// Reads that failed.
     pub errors: AtomicU64,
-    /// Row groups decoded.
-    pub row_groups_decoded: AtomicU64,
-    /// Row group lookups served by the memory cache of decoded row groups (no fetch, no
-    /// decode).
+    /// Chunks decoded.
+    pub chunks_decoded: AtomicU64,
+    /// Chunk lookups served by the memory cache of decoded chunks (no fetch, no decode).
     pub decoded_hits: AtomicU64,
-    /// Row groups fetched ahead of a reader.
+    /// Row groups fetched, or chunks decoded, ahead of a reader.
     pub prefetches: AtomicU64,
 }
 
-/// One batch of a decoded row group.
+/// One batch of a decoded chunk.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     last_offset: i64,
@@ -90,7 +102,7 @@ struct Span {
     end: usize,
 }
 
-/// The batches of one row group, rebuilt, in one buffer.
+/// The batches of one chunk of a row group, rebuilt, in one buffer.
 #[derive(Debug)]
 struct Decoded {
     data: Bytes,
@@ -100,6 +112,11 @@ struct Decoded {
 }
 
 impl Decoded {
+    /// Offset of the chunk's first record.
+    fn first_offset(&self) -> Option<i64> {
+        self.times.first().map(|&(o, _)| o)
+    }
+
     fn weight(&self) -> usize {
         self.data.len() + self.batches.len() * 24 + self.times.len() * 16 + 64
     }
@@ -114,11 +131,11 @@ pub struct ArchiveReader {
     footers: Cache<String, ArrowReaderMetadata>,
     options: ReaderOptions,
     counters: ReadCounters,
-    /// Row groups being prefetched, so a reader polling faster than a fetch completes does
-    /// not start the same prefetch again.
+    /// Row groups and chunks being prefetched, so a reader polling faster than a fetch
+    /// completes does not start the same prefetch again.
     prefetching: parking_lot::Mutex<std::collections::HashSet<String>>,
-    /// Row groups decoded at once: a decode holds the Parquet pages, the Arrow arrays and the
-    /// rebuilt batches, so this bounds the read path's memory beyond its caches.
+    /// Chunks decoded at once: a decode holds the Parquet pages, the Arrow arrays and the
+    /// rebuilt batches of one chunk, so this bounds the read path's memory beyond its caches.
     decoding: Arc<tokio::sync::Semaphore>,
 }
 
@@ -303,9 +320,22 @@ impl ArchiveReader {
                 continue;
             };
             found = true;
-            for index in first_rg..seg.row_groups.len() {
-                let decoded = self.row_group(&seg, index).await?;
-                self.prefetch_after(&seg, index);
+            let mut layout = self.layout(&seg, first_rg).await?;
+            let mut pos = ChunkPos {
+                row_group: first_rg,
+                chunk: layout.guess(&seg.row_groups[first_rg], at),
+            };
+            // The guess assumes offsets without gaps, so it is never before the chunk holding
+            // `at`; until that chunk is found, step back.
+            let mut located = false;
+            loop {
+                let decoded = self.chunk(&seg, pos).await?;
+                if !located && pos.chunk > 0 && decoded.first_offset().is_none_or(|f| f > at) {
+                    pos.chunk -= 1;
+                    continue;
+                }
+                located = true;
+                self.prefetch_after(&seg, pos);
                 let first = decoded.batches.partition_point(|b| b.last_offset < at);
                 let mut last = None;
                 for (i, b) in decoded.batches.iter().enumerate().skip(first) {
@@ -321,7 +351,7 @@ impl ArchiveReader {
                     let (start, end) = (decoded.batches[first].start, decoded.batches[last].end);
                     pieces.push(decoded.data.slice(start..end));
                     if last + 1 < decoded.batches.len() {
-                        break 'segments; // the budget ran out inside this row group
+                        break 'segments; // the budget ran out inside this chunk
                     }
                 } else if first < decoded.batches.len() {
                     break 'segments;
@@ -329,7 +359,18 @@ impl ArchiveReader {
                 if size >= max_bytes {
                     break 'segments;
                 }
-                at = at.max(seg.row_groups[index].last_offset + 1);
+                pos.chunk += 1;
+                if pos.chunk >= layout.chunks() {
+                    at = at.max(seg.row_groups[pos.row_group].last_offset + 1);
+                    pos = ChunkPos {
+                        row_group: pos.row_group + 1,
+                        chunk: 0,
+                    };
+                    if pos.row_group >= seg.row_groups.len() {
+                        break;
+                    }
+                    layout = self.layout(&seg, pos.row_group).await?;
+                }
             }
             at = at.max(seg.next_offset());
         }
@@ -363,13 +404,16 @@ impl ArchiveReader {
         let mut at = i64::MIN;
         while let Some(seg) = self.catalog.segment_at(topic_id, partition, at) {
             if seg.max_timestamp >= timestamp {
-                for (index, rg) in seg.row_groups.iter().enumerate() {
+                for (row_group, rg) in seg.row_groups.iter().enumerate() {
                     if rg.max_timestamp < timestamp {
                         continue;
                     }
-                    let decoded = self.row_group(&seg, index).await?;
-                    if let Some(&hit) = decoded.times.iter().find(|(_, t)| *t >= timestamp) {
-                        return Ok(Some(hit));
+                    for chunk in 0..self.layout(&seg, row_group).await?.chunks() {
+                        let pos = ChunkPos { row_group, chunk };
+                        let decoded = self.chunk(&seg, pos).await?;
+                        if let Some(&hit) = decoded.times.iter().find(|(_, t)| *t >= timestamp) {
+                            return Ok(Some(hit));
+                        }
                     }
                 }
             }
@@ -378,48 +422,124 @@ impl ArchiveReader {
         Ok(None)
     }
 
-    /// Starts fetching and decoding the row groups after `(seg, index)` in the background.
-    fn prefetch_after(self: &Arc<Self>, seg: &ArchivedSegment, index: usize) {
-        let mut left = self.options.prefetch_row_groups;
-        let mut seg = seg.clone();
-        let mut next = index + 1;
-        while left > 0 {
-            if next >= seg.row_groups.len() {
-                match self
-                    .catalog
-                    .segment_at(seg.topic_id, seg.partition, seg.next_offset())
-                {
-                    Some(s) => {
-                        seg = s;
-                        next = 0;
-                        continue;
-                    }
-                    None => return,
+    /// Rows per chunk of `seg`'s row groups: about [`ReaderOptions::chunk_bytes`] of records
+    /// at the segment's average record size.
+    fn chunk_rows(&self, seg: &ArchivedSegment) -> usize {
+        let per_record = (seg.record_bytes / seg.rows.max(1)).max(1);
+        let rows = (self.options.chunk_bytes as u64 / per_record).max(1);
+        usize::try_from(rows).unwrap_or(usize::MAX)
+    }
+
+    /// After a read of `(seg, pos)`: decodes the next chunks and fetches the next row groups
+    /// (across objects) in the background. Chunks are decoded ahead only within the current
+    /// row group and the row groups fetched ahead.
+    fn prefetch_after(self: &Arc<Self>, seg: &ArchivedSegment, pos: ChunkPos) {
+        if self.options.decode_ahead_chunks == 0 && self.options.prefetch_row_groups == 0 {
+            return;
+        }
+        let (me, seg) = (Arc::clone(self), seg.clone());
+        tokio::spawn(async move {
+            if let Err(e) = me.prefetch_walk(seg, pos).await {
+                tracing::debug!(error = %e, "archive prefetch failed");
+            }
+        });
+    }
+
+    async fn prefetch_walk(
+        self: &Arc<Self>,
+        mut seg: ArchivedSegment,
+        mut pos: ChunkPos,
+    ) -> Result<()> {
+        let mut chunks_left = self.options.decode_ahead_chunks;
+        let mut groups_left = self.options.prefetch_row_groups;
+        let mut layout = self.layout(&seg, pos.row_group).await?;
+        loop {
+            pos.chunk += 1;
+            if pos.chunk >= layout.chunks() {
+                if groups_left == 0 {
+                    return Ok(());
                 }
-            }
-            let key = row_group_key(&seg.key, next);
-            if !self.decoded.contains(&key) && self.prefetching.lock().insert(key.clone()) {
-                self.counters.prefetches.fetch_add(1, Ordering::Relaxed);
-                let (me, s) = (Arc::clone(self), seg.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = me.row_group(&s, next).await {
-                        tracing::debug!(key = %s.key, row_group = next, error = %e, "archive prefetch failed");
+                groups_left -= 1;
+                pos = ChunkPos {
+                    row_group: pos.row_group + 1,
+                    chunk: 0,
+                };
+                if pos.row_group >= seg.row_groups.len() {
+                    match self
+                        .catalog
+                        .segment_at(seg.topic_id, seg.partition, seg.next_offset())
+                    {
+                        Some(next) => {
+                            seg = next;
+                            pos.row_group = 0;
+                        }
+                        None => return Ok(()),
                     }
-                    me.prefetching.lock().remove(&key);
-                });
+                }
+                if chunks_left == 0 {
+                    self.prefetch(row_group_key(&seg.key, pos.row_group), &seg, pos, false);
+                    // Its chunks are not needed: go on to the next row group.
+                    pos.chunk = usize::MAX - 1;
+                    continue;
+                }
+                layout = self.layout(&seg, pos.row_group).await?;
             }
-            next += 1;
-            left -= 1;
+            if chunks_left > 0 {
+                chunks_left -= 1;
+                let key = chunk_key(&seg.key, pos);
+                if !self.decoded.contains(&key) {
+                    self.prefetch(key, &seg, pos, true);
+                }
+            } else if groups_left == 0 {
+                return Ok(());
+            } else {
+                // Nothing more to decode: go on to the next row group to fetch.
+                pos.chunk = usize::MAX - 1;
+            }
         }
     }
 
-    /// Row group `index` of `seg`, decoded (from the decoded cache, or fetched and decoded).
-    async fn row_group(
-        self: &Arc<Self>,
-        seg: &ArchivedSegment,
-        index: usize,
-    ) -> Result<Arc<Decoded>> {
-        let key = row_group_key(&seg.key, index);
+    /// Decodes chunk `pos` (with `decode`) or fetches its row group in the background, unless
+    /// that is already under way.
+    fn prefetch(self: &Arc<Self>, key: String, seg: &ArchivedSegment, pos: ChunkPos, decode: bool) {
+        if !self.prefetching.lock().insert(key.clone()) {
+            return;
+        }
+        self.counters.prefetches.fetch_add(1, Ordering::Relaxed);
+        let (me, seg) = (Arc::clone(self), seg.clone());
+        tokio::spawn(async move {
+            let result = if decode {
+                me.chunk(&seg, pos).await.map(drop)
+            } else {
+                futures::try_join!(me.footer(&seg), me.row_group_bytes(&seg, pos)).map(drop)
+            };
+            if let Err(e) = result {
+                tracing::debug!(key = %seg.key, row_group = pos.row_group, chunk = pos.chunk, error = %e, "archive prefetch failed");
+            }
+            me.prefetching.lock().remove(&key);
+        });
+    }
+
+    /// The bytes of row group `pos.row_group` of `seg`, through the cache.
+    async fn row_group_bytes(&self, seg: &ArchivedSegment, pos: ChunkPos) -> Result<Bytes> {
+        let rg = &seg.row_groups[pos.row_group];
+        let path = Path::from(seg.key.as_str());
+        let store = Arc::clone(&self.store.store);
+        let range = rg.byte_start..rg.byte_start + rg.byte_len;
+        let (data, _) = self
+            .cache
+            .get_or_load(&row_group_key(&seg.key, pos.row_group), &move || {
+                let (store, path, range) = (Arc::clone(&store), path.clone(), range.clone());
+                Box::pin(async move { Ok(store.get_range(&path, range).await?) })
+            })
+            .await?;
+        Ok(data)
+    }
+
+    /// Chunk `pos` of `seg`, decoded: from the decoded cache, or decoded from its row group
+    /// (fetched if need be).
+    async fn chunk(self: &Arc<Self>, seg: &ArchivedSegment, pos: ChunkPos) -> Result<Arc<Decoded>> {
+        let key = chunk_key(&seg.key, pos);
         if let Some(e) = self.decoded.get(&key) {
             self.counters.decoded_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Arc::clone(e.value()));
@@ -429,39 +549,12 @@ impl ArchiveReader {
             &self.decoded,
             key,
             Box::pin(async move {
-                let metadata = me.footer(&seg).await?;
-                let rg = &seg.row_groups[index];
-                let path = Path::from(seg.key.as_str());
-                let store = Arc::clone(&me.store.store);
-                let range = rg.byte_start..rg.byte_start + rg.byte_len;
-                let (data, _) = me
-                    .cache
-                    .get_or_load(&row_group_key(&seg.key, index), &move || {
-                        let (store, path, range) =
-                            (Arc::clone(&store), path.clone(), range.clone());
-                        Box::pin(async move { Ok(store.get_range(&path, range).await?) })
-                    })
-                    .await?;
-                // The metadata's row group index: row groups without rows are not in the manifest.
-                let rg_index = metadata
-                    .metadata()
-                    .row_groups()
-                    .iter()
-                    .position(|m| {
-                        m.columns()
-                            .iter()
-                            .map(|c| {
-                                c.dictionary_page_offset().unwrap_or(c.data_page_offset()) as u64
-                            })
-                            .min()
-                            == Some(rg.byte_start)
-                    })
-                    .ok_or_else(|| {
-                        mismatch(
-                            &seg.key,
-                            format!("no row group starts at byte {}", rg.byte_start),
-                        )
-                    })?;
+                let (metadata, data) =
+                    futures::try_join!(me.footer(&seg), me.row_group_bytes(&seg, pos))?;
+                let rg = &seg.row_groups[pos.row_group];
+                let rg_index = rg_index_of(&seg, &metadata, pos.row_group)?;
+                let layout = Layout::new(metadata.metadata(), rg_index, me.chunk_rows(&seg));
+                let (first_row, end_row) = layout.rows_of(pos.chunk);
                 let reader = RangeReader {
                     start: rg.byte_start,
                     data,
@@ -474,38 +567,48 @@ impl ArchiveReader {
                     .await
                     .map_err(|_| ArchiveError::Cache("decoder closed".into()))?;
                 let decoded = tokio::task::spawn_blocking(move || {
-                    decode_row_group(&key, reader, metadata, rg_index)
+                    decode_chunk(&key, reader, metadata, rg_index, first_row, end_row)
                 })
                 .await
                 .map_err(|e| ArchiveError::Cache(format!("decode task failed: {e}")))??;
-                me.counters
-                    .row_groups_decoded
-                    .fetch_add(1, Ordering::Relaxed);
+                me.counters.chunks_decoded.fetch_add(1, Ordering::Relaxed);
                 Ok(Arc::new(decoded))
             }),
         )
         .await
     }
 
-    /// The parsed footer of an archive object.
-    async fn footer(self: &Arc<Self>, seg: &ArchivedSegment) -> Result<ArrowReaderMetadata> {
-        let (me, seg) = (Arc::clone(self), seg.clone());
+    /// Where the chunks of row group `row_group` of `seg` start.
+    async fn layout(&self, seg: &ArchivedSegment, row_group: usize) -> Result<Layout> {
+        let metadata = self.footer(seg).await?;
+        let rg_index = rg_index_of(seg, &metadata, row_group)?;
+        Ok(Layout::new(
+            metadata.metadata(),
+            rg_index,
+            self.chunk_rows(seg),
+        ))
+    }
+
+    /// The parsed footer of an archive object, with its offset index (so a chunk's decode
+    /// skips the pages before it).
+    async fn footer(&self, seg: &ArchivedSegment) -> Result<ArrowReaderMetadata> {
+        let store = Arc::clone(&self.store.store);
+        let cache = Arc::clone(&self.cache);
+        let seg = seg.clone();
         memoize(
             &self.footers,
             seg.key.clone(),
             Box::pin(async move {
-                let cache_key = format!("{}#footer", seg.key);
+                let cache_key = format!("{}#tail", seg.key);
                 let path = Path::from(seg.key.as_str());
                 let size = seg.object_bytes;
-                let store = Arc::clone(&me.store.store);
-                let (tail, _) = me
-                    .cache
+                let (tail, _) = cache
                     .get_or_load(&cache_key, &move || {
                         let (store, path) = (Arc::clone(&store), path.clone());
-                        Box::pin(async move { read_footer(store.as_ref(), &path, size).await })
+                        Box::pin(async move { read_tail(store.as_ref(), &path, size).await })
                     })
                     .await?;
-                let metadata = ParquetMetaDataReader::decode_metadata(&tail[..tail.len() - 8])?;
+                let metadata = parse_tail(&seg.key, &tail, size)?;
                 Ok(ArrowReaderMetadata::try_new(
                     Arc::new(metadata),
                     ArrowReaderOptions::new(),
@@ -516,39 +619,167 @@ impl ArchiveReader {
     }
 }
 
+/// A chunk of a row group: the batches that start in its rows `[chunk * rows, (chunk + 1) *
+/// rows)`, where `rows` is [`ArchiveReader::chunk_rows`] of the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkPos {
+    row_group: usize,
+    chunk: usize,
+}
+
+/// The index in the object's metadata of row group `row_group` of the manifest entry (row
+/// groups without rows are not in the manifest).
+fn rg_index_of(
+    seg: &ArchivedSegment,
+    metadata: &ArrowReaderMetadata,
+    row_group: usize,
+) -> Result<usize> {
+    let rg = &seg.row_groups[row_group];
+    metadata
+        .metadata()
+        .row_groups()
+        .iter()
+        .position(|m| {
+            m.columns()
+                .iter()
+                .map(|c| c.dictionary_page_offset().unwrap_or(c.data_page_offset()) as u64)
+                .min()
+                == Some(rg.byte_start)
+        })
+        .ok_or_else(|| {
+            mismatch(
+                &seg.key,
+                format!("no row group starts at byte {}", rg.byte_start),
+            )
+        })
+}
+
+/// Where the chunks of a row group start: at least `chunk_rows` rows apart, at the start of a
+/// page of the `value` column (the bulk of the bytes), so a chunk's decode decompresses no
+/// value page of its neighbours. A page much longer than a chunk is cut inside, every
+/// `chunk_rows` rows; so is a row group without an offset index.
+#[derive(Debug, Clone)]
+struct Layout {
+    starts: Vec<usize>,
+    rows: usize,
+}
+
+impl Layout {
+    fn new(metadata: &ParquetMetaData, rg_index: usize, chunk_rows: usize) -> Self {
+        let rows = usize::try_from(metadata.row_group(rg_index).num_rows()).unwrap_or(0);
+        let chunk_rows = chunk_rows.max(1);
+        let value = metadata
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == [col::VALUE]);
+        let mut pages: Vec<usize> = value
+            .and_then(|v| {
+                metadata
+                    .page_index_for_row_group(rg_index)
+                    .page_locations(v)
+                    .cloned()
+            })
+            .map(|locations| {
+                locations
+                    .iter()
+                    .filter_map(|p| usize::try_from(p.first_row_index).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        pages.push(rows);
+        let mut starts = vec![0];
+        let mut page_start = 0;
+        for page_end in pages {
+            if page_end <= page_start {
+                continue;
+            }
+            let mut cut = page_start;
+            while page_end.saturating_sub(cut) >= 2 * chunk_rows {
+                cut += chunk_rows;
+                Self::push(&mut starts, cut, chunk_rows);
+            }
+            if page_end < rows {
+                Self::push(&mut starts, page_end, chunk_rows);
+            }
+            page_start = page_end;
+        }
+        Self { starts, rows }
+    }
+
+    fn push(starts: &mut Vec<usize>, at: usize, chunk_rows: usize) {
+        if starts.last().is_some_and(|&last| at >= last + chunk_rows) {
+            starts.push(at);
+        }
+    }
+
+    fn chunks(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The rows `[first, end)` in which chunk `chunk`'s batches start.
+    fn rows_of(&self, chunk: usize) -> (usize, usize) {
+        let first = self.starts.get(chunk).copied().unwrap_or(self.rows);
+        let end = self.starts.get(chunk + 1).copied().unwrap_or(self.rows);
+        (first, end)
+    }
+
+    /// The chunk that would hold `offset` if the row group's offsets had no gaps; with gaps
+    /// the offset is in this chunk or an earlier one.
+    fn guess(&self, rg: &RowGroupEntry, offset: i64) -> usize {
+        let row = usize::try_from(offset.saturating_sub(rg.first_offset)).unwrap_or(0);
+        self.starts.partition_point(|&s| s <= row).saturating_sub(1)
+    }
+}
+
 fn row_group_key(object: &str, index: usize) -> String {
     format!("{object}#rg{index}")
 }
 
-/// The footer of an object of `size` bytes: its metadata followed by the 8-byte tail.
-async fn read_footer(
-    store: &dyn object_store::ObjectStore,
-    path: &Path,
-    size: u64,
-) -> Result<Bytes> {
-    let key = path.as_ref();
+fn chunk_key(object: &str, pos: ChunkPos) -> String {
+    format!("{object}#rg{}#c{}", pos.row_group, pos.chunk)
+}
+
+/// Reads a footer and the offset index.
+fn tail_parser() -> ParquetMetaDataReader {
+    ParquetMetaDataReader::new().with_offset_index_policy(PageIndexPolicy::Optional)
+}
+
+/// The end of an object of `size` bytes: its footer and offset index (one GET when they fit
+/// in [`FOOTER_GUESS`], else two).
+async fn read_tail(store: &dyn object_store::ObjectStore, path: &Path, size: u64) -> Result<Bytes> {
     if size < 8 {
         return Err(mismatch(
-            key,
+            path.as_ref(),
             format!("object of {size} bytes has no footer"),
         ));
     }
     let guess = FOOTER_GUESS.min(size);
     let tail = store.get_range(path, size - guess..size).await?;
-    let mut last8 = [0u8; 8];
-    last8.copy_from_slice(&tail[tail.len() - 8..]);
-    let footer = FooterTail::try_new(&last8)?;
-    let need = footer.metadata_length() as u64 + 8;
-    if need > size {
-        return Err(mismatch(
+    match tail_parser().try_parse_sized(&tail, size) {
+        Ok(()) => Ok(tail),
+        Err(ParquetError::NeedMoreData(need)) if need as u64 <= size => {
+            Ok(store.get_range(path, size - need as u64..size).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Parses what [`read_tail`] read.
+fn parse_tail(key: &str, tail: &Bytes, size: u64) -> Result<ParquetMetaData> {
+    let mut parser = tail_parser();
+    parser.try_parse_sized(tail, size).map_err(|e| match e {
+        ParquetError::NeedMoreData(need) => mismatch(
             key,
-            format!("footer of {need} bytes in an object of {size}"),
-        ));
-    }
-    if need <= guess {
-        return Ok(tail.slice((guess - need) as usize..));
-    }
-    Ok(store.get_range(path, size - need..size).await?)
+            format!(
+                "footer needs the last {need} bytes, {} were read",
+                tail.len()
+            ),
+        ),
+        e => e.into(),
+    })?;
+    Ok(parser.finish()?)
 }
 
 /// Column positions in the archive schema, found by name.
@@ -642,29 +873,49 @@ fn close_batch(out: &mut [u8], open: &Open) {
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Decodes row group `rg_index` and rebuilds its record batches.
-fn decode_row_group(
+/// Arrow rows decoded at once within a chunk.
+const ARROW_BATCH_ROWS: usize = 4096;
+
+/// Decodes the chunk of row group `rg_index` whose batches start in rows `[first_row,
+/// end_row)` and rebuilds those batches (whole: the last one may run past the chunk).
+/// The offset index lets the reader skip the pages before the chunk without decompressing them.
+fn decode_chunk(
     key: &str,
     reader: RangeReader,
     metadata: ArrowReaderMetadata,
     rg_index: usize,
+    first_row: usize,
+    end_row: usize,
 ) -> Result<Decoded> {
     let rg = metadata.metadata().row_group(rg_index);
-    let rows = rg.num_rows().max(1) as usize;
-    // The batches take about the row group's uncompressed size; sizing the buffer once avoids
-    // doubling it while it grows.
-    let estimate = usize::try_from(rg.total_byte_size()).unwrap_or(0);
+    let rg_rows = usize::try_from(rg.num_rows()).unwrap_or(0);
+    let end_row = end_row.min(rg_rows);
+    // One row before the chunk tells which batch runs into it from the previous chunk: its
+    // rows are that chunk's.
+    let from = first_row.saturating_sub(1).min(rg_rows);
+    // The batches take about the chunk's share of the row group's uncompressed size; sizing
+    // the buffer once avoids doubling it while it grows.
+    let share = end_row.saturating_sub(first_row) as u128;
+    let total = u128::try_from(rg.total_byte_size()).unwrap_or(0);
+    let estimate = usize::try_from(total * share / rg_rows.max(1) as u128).unwrap_or(0);
+    let selection = RowSelection::from(vec![
+        RowSelector::skip(from),
+        RowSelector::select(rg_rows - from),
+    ]);
     let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata)
         .with_row_groups(vec![rg_index])
-        .with_batch_size(rows.min(8 * 1024))
+        .with_row_selection(selection)
+        .with_batch_size(ARROW_BATCH_ROWS.min(end_row.saturating_sub(first_row) + 1))
         .build()?;
     let mut out: Vec<u8> = Vec::with_capacity(estimate);
     let mut spans = Vec::new();
-    let mut times = Vec::with_capacity(rows);
+    let mut times = Vec::with_capacity(end_row.saturating_sub(first_row));
     let mut open: Option<Open> = None;
     let mut record = Vec::new();
     let mut cols = None;
-    for batch in batches {
+    let mut row = from;
+    let mut carried: Option<i64> = None;
+    'batches: for batch in batches {
         let batch = batch?;
         let c = match &cols {
             Some(c) => c,
@@ -693,13 +944,27 @@ fn decode_row_group(
             .as_primitive::<Int64Type>();
         let battr = batch.column(c.batch_attributes).as_primitive::<Int16Type>();
         for r in 0..batch.num_rows() {
+            let this_row = row;
+            row += 1;
+            let base = bbase.value(r);
+            if this_row < first_row {
+                carried = Some(base);
+                continue;
+            }
+            if let Some(c) = carried {
+                if c == base {
+                    continue; // the previous chunk's batch
+                }
+                carried = None;
+            }
+            let starts_batch = open.as_ref().is_none_or(|b| b.base_offset != base);
+            if this_row >= end_row && starts_batch {
+                break 'batches; // the next chunk's batch
+            }
             let o = offset.value(r);
             let t = ts.value(r);
             times.push((o, t));
-            if open
-                .as_ref()
-                .is_none_or(|b| b.base_offset != bbase.value(r))
-            {
+            if starts_batch {
                 if let Some(b) = open.take() {
                     close_batch(&mut out, &b);
                     spans.push(Span {

@@ -72,14 +72,16 @@ pub struct ArchiveSettings {
     /// one second up to this).
     pub retry_backoff_max_ms: u64,
     /// Memory for archive reads (fetches below the local log start): half caches fetched
-    /// Parquet row groups, half the record batches rebuilt from them.
+    /// Parquet row groups, half the record batches rebuilt from them (in chunks of about 4
+    /// MiB of records).
     pub cache_memory_bytes: u64,
     /// Local disk for fetched row groups, behind the memory tier (0: no disk tier). Files are
     /// sparse: space is used as the cache fills.
     pub cache_disk_bytes: u64,
     /// Directory of the disk tier. Empty: `<data dir>/archive-cache`.
     pub cache_dir: String,
-    /// Row groups fetched and decoded ahead of a sequential archive reader.
+    /// Row groups fetched ahead of a sequential archive reader (across objects); the next few
+    /// chunks of them are decoded ahead too.
     pub prefetch_row_groups: usize,
 }
 
@@ -231,6 +233,7 @@ impl ArchiveSettings {
         crate::reader::ReaderOptions {
             decoded_cache_bytes: (self.cache_memory_bytes / 2) as usize,
             prefetch_row_groups: self.prefetch_row_groups,
+            ..crate::reader::ReaderOptions::default()
         }
     }
 

@@ -732,3 +732,91 @@ async fn a_cold_sequential_read_makes_one_get_per_row_group_plus_one_per_footer(
         entries.len()
     );
 }
+
+#[tokio::test]
+async fn chunked_decodes_give_the_same_batches_from_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = log_with(&dir.path().join("log"), 60, 20);
+    let topic_id = Uuid::new_v4();
+    // Whole segments in one row group, so a row group holds many batches.
+    let settings = ArchiveSettings {
+        row_group_bytes: 1 << 20,
+        ..ArchiveSettings::default()
+    };
+    let archive = Archive::new(
+        ArchiveStore::from_store(
+            Arc::new(InMemory::new()),
+            Path::from("pre/fix"),
+            "memory://",
+        ),
+        &settings,
+        dir.path().join("staging"),
+        1 << 20,
+    )
+    .unwrap();
+    let catalog = Arc::new(MemoryCatalog::default());
+    archive_all(&archive, &log, topic_id, &catalog).await;
+    let entries = catalog.segments(topic_id, 2);
+    assert!(
+        entries
+            .iter()
+            .flat_map(|e| &e.row_groups)
+            .all(|rg| rg.rows >= 3 * 20),
+        "row groups of several batches: {entries:?}"
+    );
+    let reader_with = |chunk_bytes: usize| {
+        let sizes = CacheSizes {
+            memory_bytes: 8 << 20,
+            disk_bytes: 0,
+            disk_block_bytes: 1 << 20,
+        };
+        let (store, catalog) = (archive.store().clone(), catalog.clone());
+        async move {
+            let cache = FoyerCache::open(std::path::Path::new("/nonexistent"), &sizes)
+                .await
+                .unwrap();
+            Arc::new(ArchiveReader::new(
+                store,
+                catalog,
+                Arc::new(cache),
+                ReaderOptions {
+                    chunk_bytes,
+                    decode_ahead_chunks: 2,
+                    ..ReaderOptions::default()
+                },
+            ))
+        }
+    };
+    let whole = reader_with(usize::MAX).await;
+    let last = catalog.range(topic_id, 2).unwrap().1;
+    // One record per chunk (most chunks empty: a batch of 20 runs through 19 of them), a few
+    // records, and a few batches per chunk.
+    for chunk_bytes in [1, 300, 3000] {
+        let chunked = reader_with(chunk_bytes).await;
+        for at in 0..last {
+            for budget in [1, 2500] {
+                let want = whole.read(topic_id, 2, at, budget, true).await.unwrap();
+                let got = chunked.read(topic_id, 2, at, budget, true).await.unwrap();
+                let (want, got) = (want.unwrap(), got.unwrap());
+                assert_eq!(
+                    (got.next_offset, &got.records),
+                    (want.next_offset, &want.records),
+                    "chunk_bytes={chunk_bytes} offset={at} budget={budget}"
+                );
+            }
+        }
+        for ts in [T0, T0 + 7_005, T0 + 33_019, T0 + 59_000] {
+            assert_eq!(
+                chunked.offset_for_timestamp(topic_id, 2, ts).await.unwrap(),
+                whole.offset_for_timestamp(topic_id, 2, ts).await.unwrap(),
+                "chunk_bytes={chunk_bytes} timestamp={ts}"
+            );
+        }
+        let c = chunked.counters();
+        assert!(
+            c.chunks_decoded.load(Ordering::Relaxed)
+                > whole.counters().chunks_decoded.load(Ordering::Relaxed),
+            "decoded in more, smaller chunks"
+        );
+    }
+}

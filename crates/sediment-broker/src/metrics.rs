@@ -276,7 +276,7 @@ fn encode_archive_reads(
     let counters: [(&str, &str, u64); 11] = [
         (
             "sediment_archive_decoded_cache_hits",
-            "Archive row groups served already decoded from memory (no fetch, no decode)",
+            "Archive chunks (runs of about 4 MiB of records) served already decoded from memory (no fetch, no decode)",
             reads.decoded_hits.load(Relaxed),
         ),
         (
@@ -320,13 +320,13 @@ fn encode_archive_reads(
             reads.errors.load(Relaxed),
         ),
         (
-            "sediment_archive_row_groups_decoded",
-            "Parquet row groups decoded into record batches",
-            reads.row_groups_decoded.load(Relaxed),
+            "sediment_archive_chunks_decoded",
+            "Chunks of Parquet row groups (about 4 MiB of records each) decoded into record batches",
+            reads.chunks_decoded.load(Relaxed),
         ),
         (
             "sediment_archive_prefetches",
-            "Row groups fetched ahead of a sequential archive reader",
+            "Row groups fetched, or chunks decoded, ahead of a sequential archive reader",
             reads.prefetches.load(Relaxed),
         ),
     ];

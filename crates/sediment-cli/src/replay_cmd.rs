@@ -30,7 +30,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use sediment_archive::{
-    ArchiveReader, Catalog, DecodedBatch, NoCache, RateLimiter, ReaderOptions, TopicListing,
+    ArchiveReader, CacheSizes, Catalog, DecodedBatch, FoyerCache, RateLimiter, ReaderOptions,
+    TopicListing,
 };
 use sediment_log::BatchHeader;
 use serde::{Deserialize, Serialize};
@@ -365,13 +366,26 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
             want.clone()
         }
     };
+    // The job reads each row group once, a chunk at a time: a small memory cache keeps a row
+    // group's bytes between the decodes of its chunks (no disk tier).
+    let cache = FoyerCache::open(
+        std::path::Path::new("."),
+        &CacheSizes {
+            memory_bytes: 64 << 20,
+            disk_bytes: 0,
+            disk_block_bytes: 16 << 20,
+        },
+    )
+    .await
+    .context("open the replay job's read cache")?;
     let reader = Arc::new(ArchiveReader::new(
         store.clone(),
         Arc::clone(&listing.catalog) as Arc<dyn Catalog>,
-        Arc::new(NoCache::default()),
+        Arc::new(cache),
         ReaderOptions {
             decoded_cache_bytes: 64 << 20,
             prefetch_row_groups: 2,
+            ..ReaderOptions::default()
         },
     ));
     let target_topic = args
