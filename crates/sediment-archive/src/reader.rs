@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, TimestampMillisecondType};
@@ -134,6 +135,10 @@ pub struct ArchiveReader {
     /// Row groups and chunks being prefetched, so a reader polling faster than a fetch
     /// completes does not start the same prefetch again.
     prefetching: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Chunks decoded ahead and not read yet, with when read-ahead asked for them. Read-ahead
+    /// stops while they would fill half the decoded cache, so it does not evict what it
+    /// decoded before that is read (many partitions replayed at once, or a small cache).
+    ahead: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
     /// Chunks decoded at once: a decode holds the Parquet pages, the Arrow arrays and the
     /// rebuilt batches of one chunk, so this bounds the read path's memory beyond its caches.
     decoding: Arc<tokio::sync::Semaphore>,
@@ -189,6 +194,9 @@ impl ChunkReader for RangeReader {
         self.slice(start, length)
     }
 }
+
+/// How long a chunk decoded ahead counts against read-ahead if no reader reads it.
+const AHEAD_TTL: Duration = Duration::from_secs(30);
 
 /// Bytes of the object's tail read to find the footer in one GET (most footers fit).
 const FOOTER_GUESS: u64 = 64 << 10;
@@ -252,6 +260,7 @@ impl ArchiveReader {
             options,
             counters: ReadCounters::default(),
             prefetching: parking_lot::Mutex::default(),
+            ahead: parking_lot::Mutex::default(),
             decoding: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -330,6 +339,12 @@ impl ArchiveReader {
             let mut located = false;
             loop {
                 let decoded = self.chunk(&seg, pos).await?;
+                {
+                    let mut ahead = self.ahead.lock();
+                    if !ahead.is_empty() {
+                        ahead.remove(&chunk_key(&seg.key, pos));
+                    }
+                }
                 if !located && pos.chunk > 0 && decoded.first_offset().is_none_or(|f| f > at) {
                     pos.chunk -= 1;
                     continue;
@@ -484,19 +499,33 @@ impl ArchiveReader {
                 }
                 layout = self.layout(&seg, pos.row_group).await?;
             }
-            if chunks_left > 0 {
+            if chunks_left > 0 && !self.ahead_full() {
                 chunks_left -= 1;
                 let key = chunk_key(&seg.key, pos);
-                if !self.decoded.contains(&key) {
+                if !self.decoded.contains(&key) && !self.ahead.lock().contains_key(&key) {
+                    self.ahead.lock().insert(key.clone(), Instant::now());
                     self.prefetch(key, &seg, pos, true);
                 }
             } else if groups_left == 0 {
                 return Ok(());
             } else {
                 // Nothing more to decode: go on to the next row group to fetch.
+                chunks_left = 0;
                 pos.chunk = usize::MAX - 1;
             }
         }
+    }
+
+    /// Whether the chunks decoded ahead and not read yet fill half the decoded cache (those
+    /// asked for longer than [`AHEAD_TTL`] ago no longer count: their reader went away).
+    fn ahead_full(&self) -> bool {
+        let limit = (self.options.decoded_cache_bytes / 2 / self.options.chunk_bytes.max(1)).max(1);
+        let mut ahead = self.ahead.lock();
+        if ahead.len() >= limit {
+            let now = Instant::now();
+            ahead.retain(|_, asked| now.duration_since(*asked) < AHEAD_TTL);
+        }
+        ahead.len() >= limit
     }
 
     /// Decodes chunk `pos` (with `decode`) or fetches its row group in the background, unless

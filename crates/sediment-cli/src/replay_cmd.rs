@@ -366,12 +366,13 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
             want.clone()
         }
     };
-    // The job reads each row group once, a chunk at a time: a small memory cache keeps a row
-    // group's bytes between the decodes of its chunks (no disk tier).
+    // The job reads each row group once, a chunk at a time: a memory cache keeps a row group's
+    // bytes between the decodes of its chunks, with room for the row groups fetched ahead of
+    // several partitions (no disk tier).
     let cache = FoyerCache::open(
         std::path::Path::new("."),
         &CacheSizes {
-            memory_bytes: 64 << 20,
+            memory_bytes: 160 << 20,
             disk_bytes: 0,
             disk_block_bytes: 16 << 20,
         },
