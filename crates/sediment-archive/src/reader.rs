@@ -480,18 +480,23 @@ impl ArchiveReader {
                     chunk: 0,
                 };
                 if pos.row_group >= seg.row_groups.len() {
-                    match self
-                        .catalog
-                        .segment_at(seg.topic_id, seg.partition, seg.next_offset())
-                    {
-                        Some(next) => {
-                            seg = next;
-                            pos.row_group = 0;
+                    // The next object with rows (one of control batches only has none).
+                    loop {
+                        let next =
+                            self.catalog
+                                .segment_at(seg.topic_id, seg.partition, seg.next_offset());
+                        match next {
+                            Some(next) => seg = next,
+                            None => return Ok(()),
                         }
-                        None => return Ok(()),
+                        if !seg.row_groups.is_empty() {
+                            break;
+                        }
                     }
+                    pos.row_group = 0;
                 }
-                if chunks_left == 0 {
+                if chunks_left == 0 || self.ahead_full() {
+                    chunks_left = 0;
                     self.prefetch(row_group_key(&seg.key, pos.row_group), &seg, pos, false);
                     // Its chunks are not needed: go on to the next row group.
                     pos.chunk = usize::MAX - 1;
@@ -544,6 +549,10 @@ impl ArchiveReader {
             };
             if let Err(e) = result {
                 tracing::debug!(key = %seg.key, row_group = pos.row_group, chunk = pos.chunk, error = %e, "archive prefetch failed");
+                if decode {
+                    // Nothing was decoded ahead: it no longer holds read-ahead back.
+                    me.ahead.lock().remove(&key);
+                }
             }
             me.prefetching.lock().remove(&key);
         });
@@ -778,25 +787,43 @@ fn tail_parser() -> ParquetMetaDataReader {
 /// The end of an object of `size` bytes: its footer and offset index (one GET when they fit
 /// in [`FOOTER_GUESS`], else two).
 async fn read_tail(store: &dyn object_store::ObjectStore, path: &Path, size: u64) -> Result<Bytes> {
+    read_tail_from(store, path, size, FOOTER_GUESS).await
+}
+
+/// [`read_tail`], reading `guess` bytes first.
+pub(crate) async fn read_tail_from(
+    store: &dyn object_store::ObjectStore,
+    path: &Path,
+    size: u64,
+    guess: u64,
+) -> Result<Bytes> {
     if size < 8 {
         return Err(mismatch(
             path.as_ref(),
             format!("object of {size} bytes has no footer"),
         ));
     }
-    let guess = FOOTER_GUESS.min(size);
-    let tail = store.get_range(path, size - guess..size).await?;
-    match tail_parser().try_parse_sized(&tail, size) {
-        Ok(()) => Ok(tail),
-        Err(ParquetError::NeedMoreData(need)) if need as u64 <= size => {
-            Ok(store.get_range(path, size - need as u64..size).await?)
+    let mut want = guess.clamp(8, size);
+    // A large footer is found to be large first, and the offset index before it only once the
+    // footer is parsed: up to three reads, each asking for more of the tail.
+    for _ in 0..3 {
+        let tail = store.get_range(path, size - want..size).await?;
+        match tail_parser().try_parse_sized(&tail, size) {
+            Ok(()) => return Ok(tail),
+            Err(ParquetError::NeedMoreData(need)) if need as u64 <= size && need as u64 > want => {
+                want = need as u64;
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
+    Err(mismatch(
+        path.as_ref(),
+        format!("footer and offset index not found in the last {want} bytes"),
+    ))
 }
 
 /// Parses what [`read_tail`] read.
-fn parse_tail(key: &str, tail: &Bytes, size: u64) -> Result<ParquetMetaData> {
+pub(crate) fn parse_tail(key: &str, tail: &Bytes, size: u64) -> Result<ParquetMetaData> {
     let mut parser = tail_parser();
     parser.try_parse_sized(tail, size).map_err(|e| match e {
         ParquetError::NeedMoreData(need) => mismatch(

@@ -820,3 +820,41 @@ async fn chunked_decodes_give_the_same_batches_from_every_offset() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_tail_larger_than_the_first_read_is_read_with_more_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = log_with(&dir.path().join("log"), 40, 20);
+    let topic_id = Uuid::new_v4();
+    let archive = archive_on(Arc::new(InMemory::new()), &dir.path().join("staging"));
+    let catalog = Arc::new(MemoryCatalog::default());
+    archive_all(&archive, &log, topic_id, &catalog).await;
+    let seg = &catalog.segments(topic_id, 2)[0];
+    assert!(seg.row_groups.len() > 1, "several row groups: {seg:?}");
+    let path = Path::from(seg.key.as_str());
+    let store = archive.store().store.as_ref();
+    // 8 bytes: the first read finds the footer's length, the second the footer, which says
+    // where the offset index is, the third reads it.
+    for guess in [8, 200, 64 << 10] {
+        let before = archive.store().counters.requests(Op::Get);
+        let tail = crate::reader::read_tail_from(store, &path, seg.object_bytes, guess)
+            .await
+            .unwrap();
+        let gets = archive.store().counters.requests(Op::Get) - before;
+        let metadata = crate::reader::parse_tail(&seg.key, &tail, seg.object_bytes).unwrap();
+        assert_eq!(metadata.num_row_groups(), seg.row_groups.len());
+        for rg in 0..metadata.num_row_groups() {
+            assert!(
+                metadata
+                    .page_index_for_row_group(rg)
+                    .page_locations(0)
+                    .is_some_and(|pages| !pages.is_empty()),
+                "offset index of row group {rg} read with a first read of {guess} bytes"
+            );
+        }
+        assert!(
+            (1..=3).contains(&gets),
+            "{gets} GETs with a first read of {guess} bytes"
+        );
+    }
+}
