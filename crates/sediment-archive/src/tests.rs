@@ -541,6 +541,21 @@ async fn archive_all(
     n
 }
 
+/// A log of `batches` batches of `per_batch` records under `dir`, archived into an in-memory
+/// store: the archive, its catalog and the topic id.
+async fn archived_log(
+    dir: &std::path::Path,
+    batches: usize,
+    per_batch: usize,
+) -> (Archive, Arc<MemoryCatalog>, Uuid) {
+    let (log, _) = log_with(&dir.join("log"), batches, per_batch);
+    let topic_id = Uuid::new_v4();
+    let archive = archive_on(Arc::new(InMemory::new()), &dir.join("staging"));
+    let catalog = Arc::new(MemoryCatalog::default());
+    archive_all(&archive, &log, topic_id, &catalog).await;
+    (archive, catalog, topic_id)
+}
+
 #[tokio::test]
 async fn archived_segments_read_back_as_the_batches_produced() {
     let dir = tempfile::tempdir().unwrap();
@@ -697,11 +712,7 @@ async fn archived_segments_read_back_as_the_batches_produced() {
 #[tokio::test]
 async fn a_cold_sequential_read_makes_one_get_per_row_group_plus_one_per_footer() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = log_with(&dir.path().join("log"), 40, 20);
-    let topic_id = Uuid::new_v4();
-    let archive = archive_on(Arc::new(InMemory::new()), &dir.path().join("staging"));
-    let catalog = Arc::new(MemoryCatalog::default());
-    archive_all(&archive, &log, topic_id, &catalog).await;
+    let (archive, catalog, topic_id) = archived_log(dir.path(), 40, 20).await;
     let entries = catalog.segments(topic_id, 2);
     let row_groups: usize = entries.iter().map(|e| e.row_groups.len()).sum();
     let reader = Arc::new(ArchiveReader::new(
@@ -824,11 +835,7 @@ async fn chunked_decodes_give_the_same_batches_from_every_offset() {
 #[tokio::test]
 async fn a_tail_larger_than_the_first_read_is_read_with_more_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = log_with(&dir.path().join("log"), 40, 20);
-    let topic_id = Uuid::new_v4();
-    let archive = archive_on(Arc::new(InMemory::new()), &dir.path().join("staging"));
-    let catalog = Arc::new(MemoryCatalog::default());
-    archive_all(&archive, &log, topic_id, &catalog).await;
+    let (archive, catalog, topic_id) = archived_log(dir.path(), 40, 20).await;
     let seg = &catalog.segments(topic_id, 2)[0];
     assert!(seg.row_groups.len() > 1, "several row groups: {seg:?}");
     let path = Path::from(seg.key.as_str());
