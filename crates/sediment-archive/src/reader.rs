@@ -26,6 +26,7 @@ use foyer::{Cache, CacheBuilder};
 use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
     RowSelector,
@@ -155,6 +156,7 @@ impl std::fmt::Debug for ArchiveReader {
 }
 
 /// A `ChunkReader` over one byte range of an object (the rest is never asked for).
+#[derive(Clone)]
 struct RangeReader {
     start: u64,
     data: Bytes,
@@ -903,6 +905,59 @@ pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Bytes `put_varint` writes for `v`.
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes `put_bytes` writes for `b`.
+fn bytes_len(b: Option<&[u8]>) -> usize {
+    b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len())
+}
+
+/// The `batch_base_offset` of row `row` of row group `rg_index`, read alone (one small
+/// column's page).
+fn batch_base_of_row(
+    key: &str,
+    reader: &RangeReader,
+    metadata: &ArrowReaderMetadata,
+    rg_index: usize,
+    row: usize,
+) -> Result<i64> {
+    let mask = ProjectionMask::columns(
+        metadata.metadata().file_metadata().schema_descr(),
+        [col::BATCH_BASE_OFFSET],
+    );
+    let mut batches =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(reader.clone(), metadata.clone())
+            .with_row_groups(vec![rg_index])
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from(vec![
+                RowSelector::skip(row),
+                RowSelector::select(1),
+            ]))
+            .with_batch_size(1)
+            .build()?;
+    let batch = batches
+        .next()
+        .transpose()?
+        .ok_or_else(|| mismatch(key, format!("row group {rg_index} has no row {row}")))?;
+    let column = batch
+        .column_by_name(col::BATCH_BASE_OFFSET)
+        .ok_or_else(|| mismatch(key, "no batch_base_offset column"))?;
+    let column = column
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| mismatch(key, "batch_base_offset is not an int64 column"))?;
+    if column.is_empty() || column.is_null(0) {
+        return Err(mismatch(
+            key,
+            format!("row {row} of row group {rg_index} has no batch_base_offset"),
+        ));
+    }
+    Ok(column.value(0))
+}
+
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
@@ -946,9 +1001,14 @@ fn decode_chunk(
     let rg = metadata.metadata().row_group(rg_index);
     let rg_rows = usize::try_from(rg.num_rows()).unwrap_or(0);
     let end_row = end_row.min(rg_rows);
-    // One row before the chunk tells which batch runs into it from the previous chunk: its
-    // rows are that chunk's.
-    let from = first_row.saturating_sub(1).min(rg_rows);
+    let from = first_row.min(rg_rows);
+    // The row before the chunk tells which batch runs into it from the previous chunk: its
+    // rows are that chunk's. Only its batch column is read, so the `value` page before the
+    // chunk is not decompressed.
+    let mut carried = match from.checked_sub(1) {
+        Some(prev) => Some(batch_base_of_row(key, &reader, &metadata, rg_index, prev)?),
+        None => None,
+    };
     // The batches take about the chunk's share of the row group's uncompressed size; sizing
     // the buffer once avoids doubling it while it grows.
     let share = end_row.saturating_sub(first_row) as u128;
@@ -967,10 +1027,8 @@ fn decode_chunk(
     let mut spans = Vec::new();
     let mut times = Vec::with_capacity(end_row.saturating_sub(first_row));
     let mut open: Option<Open> = None;
-    let mut record = Vec::new();
     let mut cols = None;
     let mut row = from;
-    let mut carried: Option<i64> = None;
     'batches: for batch in batches {
         let batch = batch?;
         let c = match &cols {
@@ -1003,10 +1061,6 @@ fn decode_chunk(
             let this_row = row;
             row += 1;
             let base = bbase.value(r);
-            if this_row < first_row {
-                carried = Some(base);
-                continue;
-            }
             if let Some(c) = carried {
                 if c == base {
                     continue; // the previous chunk's batch
@@ -1062,20 +1116,42 @@ fn decode_chunk(
             let b = open.as_mut().expect("opened above");
             b.count += 1;
             b.max_timestamp = b.max_timestamp.max(t);
-            record.clear();
-            record.push(0); // record attributes
-            put_varint(&mut record, t.wrapping_sub(b.base_timestamp));
-            put_varint(&mut record, o - b.base_offset);
-            put_bytes(&mut record, (!keys.is_null(r)).then(|| keys.value(r)));
-            put_bytes(&mut record, (!values.is_null(r)).then(|| values.value(r)));
+            // The record is written straight into the batch: its length comes first, so it
+            // is added up before the fields are copied.
+            let (ts_delta, offset_delta) = (t.wrapping_sub(b.base_timestamp), o - b.base_offset);
+            let key = (!keys.is_null(r)).then(|| keys.value(r));
+            let value = (!values.is_null(r)).then(|| values.value(r));
             let (h0, h1) = (header_offsets[r] as usize, header_offsets[r + 1] as usize);
-            put_varint(&mut record, (h1 - h0) as i64);
+            let header = |h: usize| {
+                (
+                    hk.value(h).as_bytes(),
+                    (!hv.is_null(h)).then(|| hv.value(h)),
+                )
+            };
+            let mut len = 1
+                + varint_len(ts_delta)
+                + varint_len(offset_delta)
+                + bytes_len(key)
+                + bytes_len(value)
+                + varint_len((h1 - h0) as i64);
             for h in h0..h1 {
-                put_bytes(&mut record, Some(hk.value(h).as_bytes()));
-                put_bytes(&mut record, (!hv.is_null(h)).then(|| hv.value(h)));
+                let (k, v) = header(h);
+                len += bytes_len(Some(k)) + bytes_len(v);
             }
-            put_varint(&mut out, record.len() as i64);
-            out.extend_from_slice(&record);
+            put_varint(&mut out, len as i64);
+            let record_start = out.len();
+            out.push(0); // record attributes
+            put_varint(&mut out, ts_delta);
+            put_varint(&mut out, offset_delta);
+            put_bytes(&mut out, key);
+            put_bytes(&mut out, value);
+            put_varint(&mut out, (h1 - h0) as i64);
+            for h in h0..h1 {
+                let (k, v) = header(h);
+                put_bytes(&mut out, Some(k));
+                put_bytes(&mut out, v);
+            }
+            debug_assert_eq!(out.len() - record_start, len);
         }
     }
     if let Some(b) = open.take() {
