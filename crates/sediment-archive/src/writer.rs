@@ -148,12 +148,11 @@ impl Columns {
         let (pid, epoch, base_seq) = (h.producer_id(), h.producer_epoch(), h.base_sequence());
         let (leader_epoch, attributes) = (h.partition_leader_epoch(), h.attributes());
         let mut payload = 0u64;
+        let mut rows = 0usize;
         for r in batch.records()? {
             let offset = base.wrapping_add(i64::from(r.offset_delta));
-            self.partition.append_value(partition);
             self.offset.append_value(offset);
             self.timestamp.append_value(batch.timestamp(&r));
-            self.timestamp_type.append_value(ts_type);
             self.key.append_option(r.key);
             self.value.append_option(r.value);
             let mut size = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
@@ -169,18 +168,24 @@ impl Columns {
                 i32::try_from(headers_end)
                     .map_err(|_| ArchiveError::CorruptBatch("too many headers".into()))?,
             );
-            self.producer_id.append_value(pid);
-            self.producer_epoch.append_value(epoch);
             self.sequence
                 .append_value(sequence_of(base_seq, r.offset_delta));
-            self.leader_epoch.append_value(leader_epoch);
-            self.batch_base_offset.append_value(base);
-            self.batch_last_offset.append_value(last);
-            self.batch_attributes.append_value(attributes);
-            self.rows += 1;
+            rows += 1;
             self.bytes += size + 64;
             payload += size as u64;
         }
+        // Columns that hold one value per batch are filled once per batch, not row by row.
+        self.partition.append_value_n(partition, rows);
+        for _ in 0..rows {
+            self.timestamp_type.append_value(ts_type);
+        }
+        self.producer_id.append_value_n(pid, rows);
+        self.producer_epoch.append_value_n(epoch, rows);
+        self.leader_epoch.append_value_n(leader_epoch, rows);
+        self.batch_base_offset.append_value_n(base, rows);
+        self.batch_last_offset.append_value_n(last, rows);
+        self.batch_attributes.append_value_n(attributes, rows);
+        self.rows += rows;
         Ok(payload)
     }
 
