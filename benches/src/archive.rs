@@ -34,7 +34,7 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sediment_archive::{Archive, ArchiveSettings, SegmentSource, open_store};
+use sediment_archive::{Archive, ArchiveSettings, Op, SegmentSource, open_store};
 use sediment_benches::events;
 use sediment_benches::procs::{self, ChildGuard, log_tail};
 use sediment_benches::s3::{
@@ -87,6 +87,10 @@ struct Args {
     /// Records produced in each broker run (the events repeat when this exceeds --records).
     #[arg(long, default_value_t = 6_000_000)]
     live_records: u64,
+    /// Read the archive back through the replay read path this many times after the first
+    /// (which fetches the row groups); the figure is the average of these rounds.
+    #[arg(long, default_value_t = 2)]
+    read_rounds: u32,
     /// Skip phase 3 (the broker under load).
     #[arg(long)]
     skip_broker: bool,
@@ -109,6 +113,20 @@ fn main() {
 }
 
 mod cpu_time {
+    /// CPU seconds every thread of this process has spent running (sum of the first field
+    /// of each /proc/self/task/*/schedstat, nanoseconds).
+    pub fn process() -> f64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0.0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1e9
+    }
+
     /// CPU seconds this thread has spent running: the first field of
     /// /proc/thread-self/schedstat (nanoseconds).
     pub fn thread() -> f64 {
@@ -230,6 +248,11 @@ struct Offline {
     upload_wall_secs: f64,
     put_class_requests: u64,
     row_groups: usize,
+    /// Records rebuilt into Kafka batches by the archive read path, per read-back round.
+    read_bytes: u64,
+    read_cpu_secs: f64,
+    read_wall_secs: f64,
+    read_gets: u64,
 }
 
 fn run_offline(
@@ -310,7 +333,86 @@ fn run_offline(
         out.records,
         evs.len()
     );
+    read_back(args, &runtime, &archive, &entries, dir.path(), &mut out)?;
     Ok(out)
+}
+
+/// Reads the archived partition from its first offset to its last through the replay read
+/// path (`ArchiveReader`: row groups from S3 through a memory cache, decoded into Kafka
+/// batches), once to fetch and `--read-rounds` more times to measure: the decoded-batch cache
+/// is far smaller than the history, so every round decodes everything again, as a warm replay
+/// of a long history does.
+fn read_back(
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    archive: &Archive,
+    entries: &[sediment_archive::ArchivedSegment],
+    dir: &Path,
+    out: &mut Offline,
+) -> Result<()> {
+    use sediment_archive::{
+        ArchiveReader, CacheSizes, Catalog, FoyerCache, MemoryCatalog, ReaderOptions,
+    };
+    let catalog = Arc::new(MemoryCatalog::default());
+    for e in entries {
+        catalog.commit(e.clone())?;
+    }
+    let (topic_id, first, next) = (
+        entries[0].topic_id,
+        entries[0].base_offset,
+        entries.last().map_or(0, |e| e.next_offset()),
+    );
+    let object_bytes: u64 = entries.iter().map(|e| e.object_bytes).sum();
+    let cache = runtime.block_on(FoyerCache::open(
+        &dir.join("read-cache"),
+        &CacheSizes {
+            memory_bytes: usize::try_from(object_bytes)? + (64 << 20),
+            disk_bytes: 0,
+            disk_block_bytes: 16 << 20,
+        },
+    ))?;
+    let reader = Arc::new(ArchiveReader::new(
+        archive.store().clone(),
+        catalog,
+        Arc::new(cache),
+        ReaderOptions {
+            decoded_cache_bytes: 32 << 20,
+            ..ReaderOptions::default()
+        },
+    ));
+    let gets_before = archive.store().counters.requests(Op::Get);
+    let rounds = args.read_rounds.max(1);
+    for round in 0..=rounds {
+        let (cpu0, wall0) = (cpu_time::process(), Instant::now());
+        let (mut at, mut records, mut bytes) = (first, 0u64, 0u64);
+        while at < next {
+            let read = runtime
+                .block_on(reader.read(topic_id, 0, at, 10 << 20, true))?
+                .context("the archive has no batch at an offset it should hold")?;
+            ensure!(read.next_offset > at, "no progress at offset {at}");
+            let mut b = &read.records[..];
+            while b.len() >= 61 {
+                let len = usize::try_from(i32::from_be_bytes(b[8..12].try_into()?))? + 12;
+                ensure!(b.len() >= len, "a truncated batch at offset {at}");
+                records += u64::from(u32::from_be_bytes(b[57..61].try_into()?));
+                b = &b[len..];
+            }
+            bytes += read.records.len() as u64;
+            at = read.next_offset;
+        }
+        ensure!(
+            records == out.records,
+            "read back {records} of {} records",
+            out.records
+        );
+        if round > 0 {
+            out.read_cpu_secs += (cpu_time::process() - cpu0) / f64::from(rounds);
+            out.read_wall_secs += wall0.elapsed().as_secs_f64() / f64::from(rounds);
+            out.read_bytes = bytes;
+        }
+    }
+    out.read_gets = archive.store().counters.requests(Op::Get) - gets_before;
+    Ok(())
 }
 
 #[derive(Debug, Default)]
@@ -532,6 +634,15 @@ fn run() -> Result<()> {
     println!(
         "  PUT-class requests per GiB archived = {puts_per_gib:.1} (one per {mib_per_put:.0} MiB; target <= 32, one per 32 MiB)"
     );
+    let read_per_core = off.record_bytes as f64 / 1e6 / off.read_cpu_secs;
+    println!(
+        "  read back (replay read path, row groups cached, every chunk decoded again): {:.1} MB of records ({:.1} MB of Kafka batches) in {:.2} s CPU ({:.2} s wall) = {read_per_core:.1} MB/s of records per core; {} GETs in all",
+        off.record_bytes as f64 / 1e6,
+        off.read_bytes as f64 / 1e6,
+        off.read_cpu_secs,
+        off.read_wall_secs,
+        off.read_gets
+    );
     println!(
         "  S3 Standard list price: ${storage_usd:.5} per GiB of raw history per month (+ ${put_usd:.6} once per GiB archived for PUTs)"
     );
@@ -606,6 +717,9 @@ fn run() -> Result<()> {
             "encode_wall_secs": off.encode_wall_secs,
             "upload_wall_secs": off.upload_wall_secs,
             "archiver_mb_s_per_core": per_core,
+            "read_cpu_secs": off.read_cpu_secs,
+            "read_mb_s_per_core": off.record_bytes as f64 / 1e6 / off.read_cpu_secs,
+            "read_gets": off.read_gets,
             "compression_ratio": ratio,
             "put_class_requests": off.put_class_requests,
             "puts_per_gib": puts_per_gib,
