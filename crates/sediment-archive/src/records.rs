@@ -560,20 +560,44 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn garbage_records_are_an_error_not_a_panic(
+        fn damaged_records_are_an_error_or_well_formed(
             records in proptest::collection::vec(arb_record(), 1..5),
             flip in any::<proptest::sample::Index>(),
             byte in any::<u8>(),
         ) {
             let mut bytes = encode_batch(0, 0, &records, false, None, (-1, -1, -1));
             let at = HEADER_SIZE + flip.index(bytes.len() - HEADER_SIZE);
+            let unchanged = bytes[at] == byte;
             bytes[at] = byte;
             // Recompute the CRC so the decoder, not the checksum, meets the damage.
             let crc = crc32c::crc32c(&bytes[21..]);
             bytes[17..21].copy_from_slice(&crc.to_be_bytes());
             let mut scratch = Vec::new();
-            if let Ok(batch) = DecodedBatch::decode(&bytes, 1 << 20, &mut scratch) {
-                let _ = batch.records();
+            // What came out: the declared count, the bytes of records, and per record the
+            // key and value lengths and the header count.
+            type Shape = Vec<(Option<usize>, Option<usize>, usize)>;
+            let decoded = DecodedBatch::decode(&bytes, 1 << 20, &mut scratch).and_then(|batch| {
+                let shape: Shape = batch
+                    .records()?
+                    .iter()
+                    .map(|r| (r.key.map(<[u8]>::len), r.value.map(<[u8]>::len), r.headers.clone().count()))
+                    .collect();
+                Ok((batch.header().records_count(), batch.records_size(), shape))
+            });
+            if unchanged {
+                let expected: Shape = records
+                    .iter()
+                    .map(|r| (r.key.as_ref().map(Vec::len), r.value.as_ref().map(Vec::len), r.headers.len()))
+                    .collect();
+                let (_, _, shape) = decoded.as_ref().expect("an undamaged batch decodes");
+                prop_assert_eq!(shape, &expected);
+            }
+            // Damage the decoder accepts still leaves as many records as declared, each inside
+            // the batch.
+            if let Ok((declared, size, shape)) = decoded {
+                prop_assert_eq!(shape.len(), usize::try_from(declared).unwrap());
+                let payload: usize = shape.iter().map(|(k, v, _)| k.unwrap_or(0) + v.unwrap_or(0)).sum();
+                prop_assert!(payload <= size, "{payload} bytes of keys and values in {size}");
             }
         }
     }
