@@ -509,8 +509,7 @@ impl ArchiveReader {
             if chunks_left > 0 && !self.ahead_full() {
                 chunks_left -= 1;
                 let key = chunk_key(&seg.key, pos);
-                if !self.decoded.contains(&key) && !self.ahead.lock().contains_key(&key) {
-                    self.ahead.lock().insert(key.clone(), Instant::now());
+                if !self.decoded.contains(&key) && self.mark_ahead(&key) {
                     self.prefetch(key, &seg, pos, true);
                 }
             } else if groups_left == 0 {
@@ -519,6 +518,18 @@ impl ArchiveReader {
                 // Nothing more to decode: go on to the next row group to fetch.
                 chunks_left = 0;
                 pos.chunk = usize::MAX - 1;
+            }
+        }
+    }
+
+    /// Records that read-ahead asked for chunk `key`; false if it already had (one lock for
+    /// the check and the insert).
+    fn mark_ahead(&self, key: &str) -> bool {
+        match self.ahead.lock().entry(key.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Instant::now());
+                true
             }
         }
     }
@@ -905,10 +916,14 @@ pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Kafka's signed varint mapping (zigzag): small magnitudes become small unsigned numbers.
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
 /// Bytes `put_varint` writes for `v`.
 fn varint_len(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
-    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+    (64 - (zigzag(v) | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Bytes `put_bytes` writes for `b`.
@@ -959,7 +974,7 @@ fn batch_base_of_row(
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+    put_uvarint(out, zigzag(v));
 }
 
 pub(crate) fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
